@@ -1,0 +1,54 @@
+# sendrail: `make run` runs the local stack, `make test` runs the tests.
+# Both first bring the machine up to date through `make setup` (idempotent, quick when
+# nothing changed).
+
+VENV      := .venv
+BIN       := $(VENV)/bin
+KAFKA_LIBS := .cache/kafka/libs
+TEST_TIMEOUT_S := 900
+
+.PHONY: setup run demo test test-unit test-integration lint typecheck schema clean
+
+setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched
+
+system-packages:
+	@sh sandbox/install-system-packages.sh
+
+$(VENV)/.installed: pyproject.toml setup.py
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(KAFKA_LIBS)/.fetched: sandbox/kafka-pom.xml
+	rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f sandbox/kafka-pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	touch $@
+
+run: setup
+	$(BIN)/sendrail run
+
+demo: setup
+	$(BIN)/sendrail demo
+
+test: setup
+	timeout $(TEST_TIMEOUT_S) $(BIN)/pytest -q
+
+test-unit: setup
+	$(BIN)/pytest -q tests/unit
+
+test-integration: setup
+	$(BIN)/pytest -q tests/integration tests/e2e
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy shared services sandbox
+
+schema: setup
+	$(BIN)/sendrail schema --out schemas
+
+clean:
+	rm -rf .cache/run .pytest_cache .mypy_cache .ruff_cache

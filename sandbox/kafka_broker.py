@@ -1,0 +1,129 @@
+"""A single-node Apache Kafka (KRaft) run from the jars `make setup` fetched from Maven Central.
+
+The tests start one for the whole run and `make run` one with its data kept on disk;
+production points sendrail at any Kafka cluster instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import socket
+import uuid
+from pathlib import Path
+
+DEFAULT_JARS_DIR = Path(".cache/kafka/libs")
+"""Where `make setup` puts the broker's jars (the version is set in sandbox/kafka-pom.xml)."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={data_dir / 'logs'}",
+        "num.partitions=6",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=6",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=false",
+        "log.cleaner.min.compaction.lag.ms=0",
+        "",
+    ])
+
+
+class KafkaBroker:
+    """`start()` returns once the broker accepts connections; `stop()` shuts it down cleanly."""
+
+    def __init__(self, data_dir: Path, *, port: int, jars_dir: Path = DEFAULT_JARS_DIR,
+                 heap_mb: int = 512) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self._jars_dir = jars_dir
+        self._heap_mb = heap_mb
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    async def start(self, *, timeout_s: float = 60.0) -> None:
+        if not any(self._jars_dir.glob("kafka_2.13-*.jar")):
+            raise FileNotFoundError(f"no Kafka jars in {self._jars_dir}: run `make setup` first")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self.data_dir / "server.properties"
+        properties.write_text(_server_properties(self.data_dir, self.port, free_port()))
+        classpath = f"{self._jars_dir.resolve()}/*"
+        java = ["java", f"-Xmx{self._heap_mb}m", f"-Xms{self._heap_mb // 2}m", "-XX:+UseG1GC",
+                "-Djava.awt.headless=true", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
+                "-Dorg.slf4j.simpleLogger.showDateTime=true", "-cp", classpath]
+        log = self.log_file.open("ab")
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            formatter = await asyncio.create_subprocess_exec(
+                *java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+                "-c", str(properties), stdout=log, stderr=log,
+            )
+            if await formatter.wait() != 0:
+                raise RuntimeError(f"formatting Kafka storage failed; see {self.log_file}")
+        self._process = await asyncio.create_subprocess_exec(
+            *java, "kafka.Kafka", str(properties), stdout=log, stderr=log,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+        )
+        log.close()
+        try:
+            await self._wait_until_listening(timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_until_listening(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            assert self._process is not None
+            if self._process.returncode is not None:
+                raise RuntimeError(f"Kafka exited with {self._process.returncode}; see {self.log_file}")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"Kafka did not listen on {self.port} within {timeout_s}s; "
+                                   f"see {self.log_file}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self, *, timeout_s: float = 20.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout_s)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()

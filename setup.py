@@ -1,0 +1,28 @@
+"""Maps sendrail's folders to import names.
+
+`shared/` is the `sendrail` library every service imports, each `services/<name>/`
+is `sendrail.services.<name>` (folder names keep their dashes, import names cannot),
+and `sandbox/` (the local broker and mail servers) is `sendrail.sandbox`.
+"""
+
+from setuptools import find_packages, setup
+
+PACKAGE_ROOTS = {
+    "sendrail": "shared",
+    "sendrail.services": "services",
+    "sendrail.services.router": "services/router",
+    "sendrail.services.sender_gmail": "services/sender-gmail",
+    "sendrail.services.sender_exchange": "services/sender-exchange",
+    "sendrail.services.sender_smtp": "services/sender-smtp",
+    "sendrail.services.bounce_watcher": "services/bounce-watcher",
+    "sendrail.sandbox": "sandbox",
+}
+
+packages = list(PACKAGE_ROOTS)
+for name, folder in PACKAGE_ROOTS.items():
+    for sub in find_packages(folder):
+        full = f"{name}.{sub}"
+        if full not in PACKAGE_ROOTS and "-" not in sub:
+            packages.append(full)
+
+setup(packages=packages, package_dir=PACKAGE_ROOTS, package_data={"": ["py.typed"]})

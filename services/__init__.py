@@ -1,0 +1,1 @@
+"""The sendrail services, one folder each."""

@@ -1,0 +1,1 @@
+"""Router: picks each send request's delivery channel."""

@@ -1,0 +1,46 @@
+"""The router service: send requests in, routed emails out; held mail released on reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from sendrail.bus.clients import ensure_topics, make_consumer, make_producer
+from sendrail.bus.publisher import Publisher
+from sendrail.bus.worker import consume_batches
+from sendrail.clock import system_clock
+from sendrail.registry.store import RegistryStore
+from sendrail.service import ServiceState
+from sendrail.services.router.held import HeldMailReleaser
+from sendrail.services.router.routing import Router
+from sendrail.settings import Settings
+from sendrail.topics import HELD, REQUESTS
+
+SERVICE = "sendrail-router"
+
+
+async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> None:
+    await ensure_topics(settings.kafka)
+    async with contextlib.AsyncExitStack() as stack:
+        registry = RegistryStore(settings.kafka, client_id=SERVICE)
+        await registry.start()
+        stack.push_async_callback(registry.stop)
+        producer = make_producer(settings.kafka, client_id=SERVICE)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        requests = make_consumer(settings.kafka, REQUESTS.name, group_id=SERVICE, client_id=SERVICE)
+        held = make_consumer(settings.kafka, HELD.name, group_id=f"{SERVICE}-held",
+                             client_id=f"{SERVICE}-held")
+        for consumer in (requests, held):
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+        router_out, held_out = Publisher(producer), Publisher(producer)
+        router = Router(registry, router_out, system_clock)
+        releaser = HeldMailReleaser(registry, held_out, system_clock,
+                                    expiry_s=settings.sender.held_expiry_s,
+                                    recheck_s=settings.sender.held_recheck_s)
+        state.ready = True
+        await asyncio.gather(
+            consume_batches(requests, router_out, router.handle_batch, stop),
+            consume_batches(held, held_out, releaser.handle_batch, stop),
+        )

@@ -1,0 +1,1 @@
+"""sendrail: the library every sendrail service imports."""

@@ -1,0 +1,9 @@
+"""Capped exponential backoff with jitter; pure, the randomness comes in as an argument."""
+
+
+def backoff_s(attempt: int, *, base_s: float, max_s: float, jitter: float) -> float:
+    """Wait before retry number `attempt` (1-based): "full jitter", a uniform share
+    `jitter` ∈ [0, 1) of min(max_s, base_s · 2^(attempt-1)), so retries of many
+    connections spread out instead of arriving together."""
+    ceiling = min(max_s, base_s * 2 ** max(0, attempt - 1))
+    return ceiling * (0.5 + jitter / 2)

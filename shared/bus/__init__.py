@@ -1,0 +1,1 @@
+"""Kafka plumbing every service shares: clients, topic creation, encoding, compacted tables."""

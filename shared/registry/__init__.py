@@ -1,0 +1,1 @@
+"""The channel registry: connections, identities, assignments and tenant settings."""

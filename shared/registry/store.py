@@ -1,0 +1,57 @@
+"""The registry as a service sees it: its view, kept current from Kafka, and a writer."""
+
+from __future__ import annotations
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from sendrail.bus.codec import decode_registry, encode
+from sendrail.bus.table import TopicFollower
+from sendrail.events import RegistryRecord, registry_key
+from sendrail.registry.view import RegistryView
+from sendrail.settings import KafkaSettings
+from sendrail.topics import REGISTRY
+
+log = structlog.get_logger(__name__)
+
+
+class RegistryStore:
+    """Follows the registry topic into a `RegistryView`."""
+
+    def __init__(self, settings: KafkaSettings, *, client_id: str) -> None:
+        self.view = RegistryView()
+        self._follower = TopicFollower(
+            settings, REGISTRY.name, self._apply, client_id=f"{client_id}-registry"
+        )
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def refresh(self) -> None:
+        """Catch up with everything written so far, e.g. before refusing a request for a
+        registry entry that may have been written a moment ago."""
+        await self._follower.caught_up()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            log.error("registry record without a key ignored")
+            return
+        if value is None:
+            self.view.apply(key.decode(), None)
+            return
+        try:
+            record = decode_registry(value)
+        except ValidationError as error:
+            log.error("invalid registry record ignored", key=key.decode(errors="replace"),
+                      errors=error.error_count())
+            return
+        self.view.apply(key.decode(), record)
+
+
+async def publish_record(producer: AIOKafkaProducer, record: RegistryRecord) -> None:
+    """Write one registry record and wait until the broker has it."""
+    await producer.send_and_wait(REGISTRY.name, encode(record), key=registry_key(record).encode())

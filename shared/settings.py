@@ -1,0 +1,122 @@
+"""Settings, one class per concern, read from SENDRAIL_* environment variables.
+
+`make run` writes the local stack's values to `.cache/local.env`; the `sendrail`
+command reads that file too, so commands typed in another terminal reach the
+running stack. Real environment variables always win over the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_ENV_FILE = Path(".cache/local.env")
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    replication_factor: int = 1
+    """For topics sendrail creates; 3 on a production cluster."""
+
+
+class SecretSettings(BaseSettings):
+    """The Fernet key that encrypts refresh tokens and passwords on the bus."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_", extra="ignore")
+
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+
+
+class TlsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_TLS_", extra="ignore")
+
+    ca_file: Path | None = None
+    """Extra CA certificates to trust besides the system's (the local sandbox's CA)."""
+
+
+class OAuthSettings(BaseSettings):
+    """sendrail's registered OAuth2 apps and the providers' token endpoints."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_OAUTH_", extra="ignore")
+
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    google_client_id: str = "sendrail"
+    google_client_secret: SecretStr = SecretStr("")
+    microsoft_token_url: str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+    microsoft_client_id: str = "sendrail"
+    microsoft_client_secret: SecretStr = SecretStr("")
+    token_timeout_s: float = 15.0
+
+
+class HttpSettings(BaseSettings):
+    """Where a service serves /metrics and /healthz."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_HTTP_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 9400
+
+
+class SenderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_SENDER_", extra="ignore")
+
+    smtp_timeout_s: float = 30.0
+    connections_per_server: int = 4
+    """Upper bound per SMTP server or mailbox; a provider's own lower cap wins."""
+    session_idle_s: float = 30.0
+    """Reuse an SMTP session only if it was used this recently (servers drop idle ones)."""
+    transient_retries: int = 3
+    retry_backoff_base_s: float = 1.0
+    retry_backoff_max_s: float = 60.0
+    held_expiry_s: float = 3 * 24 * 3600.0
+    """Mail held for a broken connection fails after this long."""
+    held_recheck_s: float = 30.0
+
+
+class WatcherSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_WATCHER_", extra="ignore")
+
+    idle_timeout_s: float = 600.0
+    """Re-issue IDLE well before RFC 2177's 29 minutes."""
+    poll_interval_s: float = 30.0
+    """For servers without IDLE."""
+    connect_timeout_s: float = 30.0
+    reconnect_backoff_max_s: float = 60.0
+    fetch_batch: int = 50
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings
+    secrets: SecretSettings
+    tls: TlsSettings
+    oauth: OAuthSettings
+    http: HttpSettings
+    sender: SenderSettings
+    watcher: WatcherSettings
+
+    @classmethod
+    def load(cls, env_file: Path | None = LOCAL_ENV_FILE) -> Settings:
+        """Environment variables, then `env_file` (if it exists) for what they leave unset."""
+        file = env_file if env_file is not None and env_file.exists() else None
+        return cls(
+            kafka=KafkaSettings(_env_file=file),  # type: ignore[call-arg]
+            secrets=SecretSettings(_env_file=file),  # type: ignore[call-arg]
+            tls=TlsSettings(_env_file=file),  # type: ignore[call-arg]
+            oauth=OAuthSettings(_env_file=file),  # type: ignore[call-arg]
+            http=HttpSettings(_env_file=file),  # type: ignore[call-arg]
+            sender=SenderSettings(_env_file=file),  # type: ignore[call-arg]
+            watcher=WatcherSettings(_env_file=file),  # type: ignore[call-arg]
+        )

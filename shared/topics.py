@@ -1,0 +1,89 @@
+"""sendrail's Kafka topics: name, event type, key and partitioning, documented in one place.
+
+Keys decide ordering: Kafka keeps order per partition, and a key always maps to the
+same partition, so mail of one connection (key `tenant/connection`) is sent in order
+and one mailbox is never served by two sender replicas at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from sendrail import events
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    event: type[BaseModel]
+    key: str
+    """What the message key is, in words."""
+    purpose: str
+    partitions: int = 6
+    compacted: bool = False
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+REQUESTS = Topic(
+    "sendrail.requests", events.EmailRequested, "tenant_id/user_id",
+    "Send requests from upstream systems.",
+)
+REGISTRY = Topic(
+    "sendrail.registry", events.ConnectionConfigured, "record/tenant_id/id (see registry_key)",
+    "Connections, identities, assignments, tenant settings and connection health; "
+    "one record type per value, chosen by its `record` field; the latest per key is the state.",
+    partitions=1, compacted=True,
+)
+OUTBOUND_GMAIL = Topic(
+    "sendrail.outbound.gmail", events.EmailRouted, "tenant_id/connection_id",
+    "Emails routed to Gmail connections.",
+)
+OUTBOUND_EXCHANGE = Topic(
+    "sendrail.outbound.exchange", events.EmailRouted, "tenant_id/connection_id",
+    "Emails routed to Exchange Online connections.",
+)
+OUTBOUND_SMTP = Topic(
+    "sendrail.outbound.smtp", events.EmailRouted, "tenant_id/connection_id",
+    "Emails routed to SMTP servers: custom, team, on-premises Exchange and legacy.",
+)
+HELD = Topic(
+    "sendrail.held", events.EmailRouted, "tenant_id/connection_id",
+    "Emails waiting for a broken connection to be reconnected (or to expire).",
+)
+DELIVERY = Topic(
+    "sendrail.delivery", events.DeliveryEvent, "send_id",
+    "Delivery events: queued, sent, deferred, failed, dead-lettered.",
+)
+BOUNCES = Topic(
+    "sendrail.bounces", events.BounceDetected, "tenant_id",
+    "The analytics topic: bounces tied to their send, campaign and template.",
+)
+DEAD_LETTER = Topic(
+    "sendrail.dead-letter", events.RequestDeadLettered, "the original message's key",
+    "Messages that could not be understood, with the reason and the original bytes.",
+)
+WATCHER_CHECKPOINTS = Topic(
+    "sendrail.watcher-checkpoints", events.WatcherCheckpoint, "tenant_id/connection_id",
+    "How far the bounce watcher has read each mailbox.",
+    partitions=1, compacted=True,
+)
+
+ALL_TOPICS = (
+    REQUESTS, REGISTRY, OUTBOUND_GMAIL, OUTBOUND_EXCHANGE, OUTBOUND_SMTP, HELD, DELIVERY,
+    BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS,
+)
+
+OUTBOUND_BY_CHANNEL = {
+    events.ChannelKind.GMAIL: OUTBOUND_GMAIL,
+    events.ChannelKind.EXCHANGE_ONLINE: OUTBOUND_EXCHANGE,
+    events.ChannelKind.EXCHANGE_ONPREM: OUTBOUND_SMTP,
+    events.ChannelKind.CUSTOM_SMTP: OUTBOUND_SMTP,
+    events.ChannelKind.TEAM_SMTP: OUTBOUND_SMTP,
+    events.ChannelKind.LEGACY: OUTBOUND_SMTP,
+}
+
+
+def connection_key(tenant_id: str, connection_id: str) -> bytes:
+    return f"{tenant_id}/{connection_id}".encode()

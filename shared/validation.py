@@ -1,0 +1,64 @@
+"""Field types that keep hostile input off the wire: addresses, header names and values, ids.
+
+Every value that ends up in an SMTP command or a message header passes through
+here, so a CR or LF can never smuggle in a header or a command (RFC 5321 §2.3.8,
+RFC 5322 §2.2).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, StringConstraints
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §2.2: printable US-ASCII except ':'
+_LINE_BREAKS = re.compile(r"[\r\n\x00]")
+
+MAX_HEADER_VALUE_CHARS = 998
+"""RFC 5322 §2.1.1: a line is at most 998 characters."""
+
+RESERVED_HEADERS = frozenset(
+    {
+        "from", "sender", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
+        "mime-version", "content-type", "content-transfer-encoding", "return-path",
+        "received", "dkim-signature",
+    }
+)
+"""Set by sendrail from the request's own fields; an extra header may not override them."""
+
+
+def normalize_address(value: str) -> str:
+    """An addr-spec checked for syntax (no DNS look-up), domain lowercased."""
+    if _LINE_BREAKS.search(value):
+        raise ValueError("address contains a line break or NUL")
+    try:
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as error:
+        raise ValueError(f"invalid address {value!r}: {error}") from None
+    return f"{checked.local_part}@{checked.domain.lower()}"
+
+
+def check_header_value(value: str) -> str:
+    if _LINE_BREAKS.search(value):
+        raise ValueError("header value contains a line break or NUL")
+    if len(value) > MAX_HEADER_VALUE_CHARS:
+        raise ValueError(f"header value longer than {MAX_HEADER_VALUE_CHARS} characters")
+    return value
+
+
+def check_header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"invalid header name {value!r}")
+    if value.lower() in RESERVED_HEADERS or value.lower().startswith("x-sendrail-"):
+        raise ValueError(f"header {value!r} is set by sendrail and cannot be overridden")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(normalize_address)]
+HeaderValue = Annotated[str, AfterValidator(check_header_value)]
+HeaderName = Annotated[str, AfterValidator(check_header_name)]
+Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+"""Tenant, user, connection, campaign and template ids: short, printable, no spaces."""

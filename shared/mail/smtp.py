@@ -1,0 +1,176 @@
+"""The SMTP transport: a few reusable sessions to one server for one connection.
+
+Only this module touches aiosmtplib. Its errors become sendrail's error tree here,
+classified by the channel's reply rules, with the original kept as the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiosmtplib
+import structlog
+
+from sendrail.errors import ConnectionBroken, DeliveryError, TransientError
+from sendrail.events import SmtpServer
+from sendrail.mail.oauth import AccessTokenSource
+from sendrail.mail.replies import ReplyRule, error_for_reply
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    code: int
+    text: str
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Recipients the server refused while accepting the others."""
+
+
+class SmtpAuth(Protocol):
+    async def login(self, session: aiosmtplib.SMTP) -> None: ...
+
+
+class PasswordAuth:
+    """SMTP AUTH with a username and password (RFC 4954; PLAIN or LOGIN as offered)."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self._username = username
+        self._password = password
+
+    async def login(self, session: aiosmtplib.SMTP) -> None:
+        await session.login(self._username, self._password)
+
+    def __repr__(self) -> str:
+        return f"PasswordAuth({self._username!r}, <password hidden>)"
+
+
+class XOAuth2Auth:
+    """SASL XOAUTH2 with the mailbox's access token; a refused cached token is refreshed once."""
+
+    def __init__(self, address: str, tokens: AccessTokenSource) -> None:
+        self._address = address
+        self._tokens = tokens
+
+    async def login(self, session: aiosmtplib.SMTP) -> None:
+        try:
+            await session.auth_xoauth2(self._address, await self._tokens.get())
+        except aiosmtplib.SMTPAuthenticationError:
+            if not self._tokens.invalidate():
+                raise
+            # The provider may have expired the token early: one fresh token, then give up.
+            await session.auth_xoauth2(self._address, await self._tokens.get())
+
+
+@dataclass
+class _Session:
+    client: aiosmtplib.SMTP
+    last_used_s: float
+
+
+class SmtpTransport:
+    """Sends through at most `max_sessions` concurrent SMTP sessions to one server."""
+
+    def __init__(self, server: SmtpServer, auth: SmtpAuth, tls_context: ssl.SSLContext, *,
+                 provider_rules: Sequence[ReplyRule], max_sessions: int, timeout_s: float,
+                 session_idle_s: float, local_hostname: str | None = None) -> None:
+        self._server = server
+        self._auth = auth
+        self._tls_context = tls_context
+        self._rules = provider_rules
+        self._timeout_s = timeout_s
+        self._session_idle_s = session_idle_s
+        self._local_hostname = local_hostname
+        self._slots = asyncio.Semaphore(max_sessions)
+        self._idle: list[_Session] = []
+
+    async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SmtpReply:
+        async with self._slots:
+            session = await self._take_session()
+            try:
+                refused, text = await session.client.sendmail(envelope_from, list(recipients), message)
+            except aiosmtplib.SMTPRecipientsRefused as error:
+                # A session that failed mid-transaction is not trusted again; a new one is cheap.
+                await self._discard(session)
+                first = error.recipients[0]
+                raise error_for_reply(first.code, first.message, self._rules) from error
+            except aiosmtplib.SMTPResponseException as error:
+                await self._discard(session)
+                raise error_for_reply(error.code, error.message, self._rules) from error
+            except (aiosmtplib.SMTPException, OSError) as error:
+                await self._discard(session)
+                raise TransientError(f"connection to {self._server.host} lost: {error}") from error
+            self._keep(session)
+            return SmtpReply(
+                code=250, text=text,
+                refused={address: (reply.code, reply.message) for address, reply in refused.items()},
+            )
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            await self._discard(session)
+
+    def _keep(self, session: _Session) -> None:
+        session.last_used_s = asyncio.get_running_loop().time()
+        self._idle.append(session)
+
+    async def _take_session(self) -> _Session:
+        now_s = asyncio.get_running_loop().time()
+        while self._idle:
+            session = self._idle.pop()
+            if now_s - session.last_used_s <= self._session_idle_s and session.client.is_connected:
+                return session
+            await self._discard(session)
+        return _Session(await self._connect(), now_s)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        implicit = self._server.tls == "implicit"
+        client = aiosmtplib.SMTP(
+            hostname=self._server.host, port=self._server.port, use_tls=implicit,
+            start_tls=not implicit, tls_context=self._tls_context, timeout=self._timeout_s,
+            local_hostname=self._local_hostname,
+        )
+        try:
+            await client.connect()
+            await self._auth.login(client)
+        except aiosmtplib.SMTPAuthenticationError as error:
+            await _quietly_close(client)
+            raise error_for_reply(error.code, error.message, self._rules) from error
+        except ssl.SSLCertVerificationError as error:
+            await _quietly_close(client)
+            raise ConnectionBroken(
+                f"the TLS certificate of {self._server.host} could not be verified: "
+                f"{error.verify_message}"
+            ) from error
+        except aiosmtplib.SMTPResponseException as error:
+            await _quietly_close(client)
+            raise error_for_reply(error.code, error.message, self._rules) from error
+        except DeliveryError:
+            await _quietly_close(client)
+            raise
+        except (aiosmtplib.SMTPException, OSError) as error:
+            await _quietly_close(client)
+            cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLCertVerificationError) else None
+            if cause is not None:
+                raise ConnectionBroken(
+                    f"the TLS certificate of {self._server.host} could not be verified: "
+                    f"{cause.verify_message}"
+                ) from error
+            raise TransientError(f"cannot reach {self._server.host}:{self._server.port}: {error}") from error
+        return client
+
+    async def _discard(self, session: _Session) -> None:
+        await _quietly_close(session.client)
+
+
+async def _quietly_close(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()

@@ -1,0 +1,1 @@
+"""Bounce watcher: finds bounces in the senders' own inboxes over IMAP."""

@@ -1,0 +1,82 @@
+"""The bounce watcher service: every Gmail and Exchange Online inbox watched, bounces published."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+
+from sendrail.bus.clients import ensure_topics, make_producer
+from sendrail.bus.codec import decode
+from sendrail.bus.table import TopicFollower
+from sendrail.clock import system_clock
+from sendrail.delivery.credentials import access_tokens_for
+from sendrail.events import ConnectionConfigured, DeliveryEvent, WatcherCheckpoint
+from sendrail.mail.oauth import AccessTokenSource, TokenEndpoint
+from sendrail.mail.tls import client_tls_context
+from sendrail.registry.store import RegistryStore, publish_record
+from sendrail.secrets import SecretBox
+from sendrail.service import ServiceState
+from sendrail.services.bounce_watcher.correlation import SendIndex
+from sendrail.services.bounce_watcher.mailbox_watch import WatchContext
+from sendrail.services.bounce_watcher.supervisor import WatcherSupervisor
+from sendrail.settings import Settings
+from sendrail.topics import DELIVERY, WATCHER_CHECKPOINTS
+
+SERVICE = "sendrail-bounce-watcher"
+log = structlog.get_logger(__name__)
+
+
+async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> None:
+    secrets = SecretBox.from_settings(settings.secrets)
+    await ensure_topics(settings.kafka)
+    checkpoints: dict[tuple[str, str], WatcherCheckpoint] = {}
+    sends = SendIndex()
+
+    def apply_checkpoint(_: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            checkpoint = decode(WatcherCheckpoint, value)
+            checkpoints[(checkpoint.tenant_id, checkpoint.connection_id)] = checkpoint
+
+    def apply_delivery(_: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            sends.add(decode(DeliveryEvent, value))
+        except ValidationError:
+            log.error("unreadable delivery event ignored")
+
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        registry = RegistryStore(settings.kafka, client_id=SERVICE)
+        checkpoint_follower = TopicFollower(settings.kafka, WATCHER_CHECKPOINTS.name,
+                                            apply_checkpoint, client_id=f"{SERVICE}-checkpoints")
+        delivery_follower = TopicFollower(settings.kafka, DELIVERY.name, apply_delivery,
+                                          client_id=f"{SERVICE}-sends")
+        producer = make_producer(settings.kafka, client_id=SERVICE)
+        for client in (registry, checkpoint_follower, delivery_follower, producer):
+            await client.start()
+            stack.push_async_callback(client.stop)
+
+        endpoint = TokenEndpoint(settings.oauth, http)
+
+        async def store_rotated(connection: ConnectionConfigured, refresh_token: str) -> None:
+            assert connection.oauth is not None
+            oauth = connection.oauth.model_copy(update={"refresh_token": secrets.seal(refresh_token)})
+            await publish_record(producer, connection.model_copy(
+                update={"oauth": oauth, "updated_at": system_clock()}))
+
+        def tokens_for(connection: ConnectionConfigured) -> AccessTokenSource:
+            return access_tokens_for(connection, endpoint, secrets, store_rotated)
+
+        context = WatchContext(
+            producer=producer, checkpoints=checkpoints, sends=sends,
+            catch_up_sends=delivery_follower.caught_up, tls_context=client_tls_context(settings.tls),
+            settings=settings.watcher, clock=system_clock,
+        )
+        supervisor = WatcherSupervisor(registry.view, context, tokens_for)
+        state.ready = True
+        await supervisor.run(stop)

@@ -1,0 +1,250 @@
+"""`make demo`: a small campaign through every channel, checked end to end.
+
+It uses the stack `make run` started when one is up, or starts its own. It publishes
+requests for each sample user (some to a domain the sandbox bounces), an invalid
+request and one from an unknown identity, waits until every request has its final
+outcome and every expected bounce its event (a deadline, not a sleep), prints a
+summary and exits 0 only if all of it is as expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from sendrail.bus.clients import make_consumer, make_producer, wait_for_broker
+from sendrail.bus.codec import decode, encode
+from sendrail.clock import system_clock
+from sendrail.events import (
+    FINAL_STATUSES,
+    BounceDetected,
+    ChannelKind,
+    DeliveryEvent,
+    DeliveryStatus,
+    EmailRequested,
+    Source,
+    WatcherCheckpoint,
+    send_id_for,
+)
+from sendrail.sandbox.kafka_broker import free_port
+from sendrail.sandbox.mail_sandbox import SandboxInfo
+from sendrail.sandbox.sample_users import SAMPLE_USERS, SampleUser
+from sendrail.sandbox.stack import SANDBOX_INFO_VARIABLE, LocalStack
+from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings
+from sendrail.topics import BOUNCES, DELIVERY, REQUESTS, WATCHER_CHECKPOINTS
+
+
+@dataclass(frozen=True)
+class Expected:
+    label: str
+    status: DeliveryStatus
+    channel: ChannelKind | None
+    bounces: bool = False
+
+
+@dataclass
+class Outcome:
+    expected: Expected
+    final: DeliveryEvent | None = None
+    bounces: list[BounceDetected] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None and (not self.expected.bounces or bool(self.bounces))
+
+
+def _request(user: SampleUser, run_id: str, n: int, to: str, template: str,
+             identity: str | None = None) -> EmailRequested:
+    return EmailRequested(
+        idempotency_key=f"demo-{run_id}-{n}", tenant_id=user.tenant_id, user_id=user.user_id,
+        identity=identity or user.address, source=Source.CAMPAIGN, campaign_id=f"demo-{run_id}",
+        template_id=template, to=[to], subject=f"sendrail demo {run_id} ({template})",
+        text=f"Hello from {user.user_id}, sent through {user.kind.value}.",
+        requested_at=system_clock(),
+    )
+
+
+def plan(run_id: str, bounce_domain: str) -> tuple[list[tuple[EmailRequested, Expected]], bytes, str]:
+    """The campaign: what is sent and what must become of it."""
+    users = {u.user_id: u for u in SAMPLE_USERS}
+    bouncing = f"no-such-user@{bounce_domain}"
+    planned: list[tuple[EmailRequested, Expected]] = []
+    n = 0
+    for user in SAMPLE_USERS:
+        n += 1
+        planned.append((_request(user, run_id, n, f"lee+{user.user_id}@example.org", "intro"),
+                        Expected(f"{user.user_id} -> example.org", DeliveryStatus.SENT, user.kind)))
+    for user_id in ("alice", "bob", "carol"):
+        n += 1
+        user = users[user_id]
+        watched = user.kind in {ChannelKind.GMAIL, ChannelKind.EXCHANGE_ONLINE}
+        planned.append((_request(user, run_id, n, bouncing, "follow-up"),
+                        Expected(f"{user_id} -> {bounce_domain}", DeliveryStatus.SENT, user.kind,
+                                 bounces=watched)))
+    n += 1
+    planned.append((_request(users["alice"], run_id, n, "lee@example.org", "intro",
+                             identity="not-alice@acme.example.com"),
+                    Expected("unknown identity", DeliveryStatus.FAILED, None)))
+    invalid_key = f"demo-{run_id}-invalid"
+    invalid = json.dumps({
+        "idempotency_key": invalid_key, "tenant_id": "acme", "user_id": "alice",
+        "identity": "alice@acme.example.com", "source": "campaign", "to": ["lee@example.org"],
+        "subject": "hi\r\nBcc: everyone@example.org", "text": "header injection attempt",
+        "requested_at": system_clock().isoformat(),
+    }).encode()
+    return planned, invalid, invalid_key
+
+
+@contextlib.asynccontextmanager
+async def _stack() -> AsyncIterator[tuple[KafkaSettings, SandboxInfo, str]]:
+    """The running local stack if there is one, else a fresh one of our own."""
+    env = _local_env()
+    if env:
+        kafka = KafkaSettings(bootstrap_servers=env["SENDRAIL_KAFKA_BOOTSTRAP_SERVERS"])
+        with contextlib.suppress(TimeoutError):
+            await wait_for_broker(kafka, timeout_s=3)
+            info = SandboxInfo.load(Path(env[SANDBOX_INFO_VARIABLE]))
+            yield kafka, info, "the running `make run` stack"
+            return
+    with tempfile.TemporaryDirectory(prefix="sendrail-demo-") as run_dir:
+        async with LocalStack(Path(run_dir), kafka_port=free_port()) as stack:
+            await stack.connect_sample_users()
+            yield (KafkaSettings(bootstrap_servers=stack.broker.bootstrap_servers), stack.info,
+                   "its own stack (started for this demo)")
+
+
+def _local_env() -> dict[str, str]:
+    if not LOCAL_ENV_FILE.exists():
+        return {}
+    values = dict(line.split("=", 1) for line in LOCAL_ENV_FILE.read_text().splitlines() if "=" in line)
+    return {**values, **{k: v for k, v in os.environ.items() if k in values}}
+
+
+async def _wait_for_watchers(kafka: KafkaSettings, deadline_s: float) -> None:
+    """Bounces are read from the moment a mailbox is first watched: wait for that moment."""
+    wanted = {(u.tenant_id, u.connection_id) for u in SAMPLE_USERS
+              if u.kind in {ChannelKind.GMAIL, ChannelKind.EXCHANGE_ONLINE}}
+    consumer = make_consumer(kafka, WATCHER_CHECKPOINTS.name, group_id=None, client_id="sendrail-demo")
+    await consumer.start()
+    try:
+        async with asyncio.timeout(deadline_s):
+            async for record in consumer:
+                checkpoint = decode(WatcherCheckpoint, record.value or b"")
+                wanted.discard((checkpoint.tenant_id, checkpoint.connection_id))
+                if not wanted:
+                    return
+    finally:
+        await consumer.stop()
+
+
+async def _collect(consumer: AIOKafkaConsumer, outcomes: dict[uuid.UUID, Outcome], deadline_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(deadline_s):
+            while not all(o.done for o in outcomes.values()):
+                async for record in consumer:
+                    if record.topic == DELIVERY.name:
+                        event = decode(DeliveryEvent, record.value or b"")
+                        outcome = outcomes.get(event.send_id) if event.send_id else None
+                        if outcome is not None and event.status in FINAL_STATUSES:
+                            outcome.final = event
+                    else:
+                        bounce = decode(BounceDetected, record.value or b"")
+                        outcome = outcomes.get(bounce.send_id) if bounce.send_id else None
+                        if outcome is not None:
+                            outcome.bounces.append(bounce)
+                    if all(o.done for o in outcomes.values()):
+                        return
+
+
+def _verdict(outcome: Outcome, campaign: str, template: str) -> str | None:
+    """What is wrong with an outcome, or None."""
+    expected, final = outcome.expected, outcome.final
+    if final is None:
+        return "no final outcome before the deadline"
+    if final.status is not expected.status:
+        return f"expected {expected.status.value}, got {final.status.value} ({final.reason})"
+    if expected.channel is not None and final.channel is not expected.channel:
+        return f"expected channel {expected.channel.value}, got {final.channel}"
+    if expected.bounces != bool(outcome.bounces):
+        if expected.bounces:
+            return "expected a bounce event"
+        return "a bounce was read from an unwatched mailbox"
+    for bounce in outcome.bounces:
+        if (bounce.campaign_id, bounce.template_id) != (campaign, template) or not bounce.correlated:
+            return "bounce not tied to its campaign and template"
+    return None
+
+
+async def run_demo(*, deadline_s: float) -> int:
+    started_s = time.monotonic()
+    async with _stack() as (kafka, info, where):
+        print(f"sendrail demo, using {where}")
+        await _wait_for_watchers(kafka, deadline_s)
+        run_id = uuid.uuid4().hex[:8]
+        planned, invalid, invalid_key = plan(run_id, info.bounce_domain)
+        outcomes = {request.send_id: Outcome(expected) for request, expected in planned}
+        invalid_id = send_id_for("acme", invalid_key)
+        outcomes[invalid_id] = Outcome(Expected("header injection", DeliveryStatus.DEAD_LETTERED, None))
+        templates = {request.send_id: request.template_id for request, _ in planned}
+
+        consumer = make_consumer(kafka, DELIVERY.name, BOUNCES.name, group_id=None,
+                                 client_id="sendrail-demo")
+        await consumer.start()
+        producer = make_producer(kafka, client_id="sendrail-demo")
+        await producer.start()
+        try:
+            for request, _ in planned:
+                await producer.send(REQUESTS.name, encode(request),
+                                    key=f"{request.tenant_id}/{request.user_id}".encode())
+            await producer.send(REQUESTS.name, invalid, key=b"acme/alice")
+            await producer.flush()
+            print(f"published {len(outcomes)} requests for campaign demo-{run_id}; waiting for outcomes ...")
+            await _collect(consumer, outcomes, deadline_s)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+        campaign = f"demo-{run_id}"
+        problems = {sid: v for sid, o in outcomes.items()
+                    if (v := _verdict(o, campaign, templates.get(sid) or "")) is not None}
+        _print_summary(outcomes, problems, campaign)
+    elapsed_s = time.monotonic() - started_s
+    print(f"\n{'OK' if not problems else 'FAILED'}: {len(outcomes) - len(problems)}/{len(outcomes)} "
+          f"outcomes as expected, in {elapsed_s:.1f}s")
+    return 0 if not problems else 1
+
+
+def _print_summary(outcomes: dict[uuid.UUID, Outcome], problems: dict[uuid.UUID, str], campaign: str) -> None:
+    per_channel: dict[str, Counter[str]] = {}
+    for outcome in outcomes.values():
+        channel = (outcome.final.channel.value if outcome.final and outcome.final.channel
+                   else "(no channel)")
+        status = outcome.final.status.value if outcome.final else "pending"
+        per_channel.setdefault(channel, Counter())[status] += 1
+    print("\nper channel            sent  failed  dead-lettered  pending")
+    for channel, counts in sorted(per_channel.items()):
+        print(f"  {channel:<20} {counts['sent']:>4}  {counts['failed']:>6}  "
+              f"{counts['dead_lettered']:>13}  {counts['pending']:>7}")
+    print(f"\nbounces of campaign {campaign}:")
+    for outcome in outcomes.values():
+        for b in outcome.bounces:
+            print(f"  {b.recipient:<36} {b.reason:<12} {'hard' if b.hard else 'soft'}  status {b.status}"
+                  f"  via {b.channel.value:<16} campaign {b.campaign_id}  template {b.template_id}")
+    print("\noutcomes:")
+    for send_id, outcome in outcomes.items():
+        final = outcome.final
+        mark = "ok " if send_id not in problems else "BAD"
+        detail = problems.get(send_id) or (final.reason if final and final.reason else "")
+        print(f"  {mark} {outcome.expected.label:<34} "
+              f"{final.status.value if final else 'pending':<14} {detail}")

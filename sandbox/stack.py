@@ -1,0 +1,189 @@
+"""The local stack behind `make run` and `make demo`: Kafka, the mail sandbox, the five services.
+
+Services run as separate processes, as in production; they reach the sandbox through
+the same settings a real deployment uses (token URLs, a CA file), written to
+`.cache/local.env` so that `sendrail` commands in another terminal reach them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+
+from sendrail.bus.clients import ensure_topics, make_producer, wait_for_broker
+from sendrail.cli.local import SERVICES
+from sendrail.clock import system_clock
+from sendrail.sandbox.admin_client import SandboxAdminClient
+from sendrail.sandbox.kafka_broker import KafkaBroker, free_port
+from sendrail.sandbox.mail_sandbox import MailSandbox, SandboxInfo
+from sendrail.sandbox.sample_users import SAMPLE_USERS, connect_sample_users
+from sendrail.secrets import SecretBox
+from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings, SecretSettings
+
+RUN_DIR = Path(".cache/run")
+LOCAL_KAFKA_PORT = 19092
+SANDBOX_INFO_VARIABLE = "SENDRAIL_SANDBOX_INFO"
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    http_port: int
+    log_file: Path
+    process: asyncio.subprocess.Process | None = None
+
+    async def start(self, env: dict[str, str]) -> None:
+        log = self.log_file.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sendrail.cli", "service", self.name,
+            env={**os.environ, **env, "SENDRAIL_HTTP_PORT": str(self.http_port)},
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        async with asyncio.timeout(timeout_s):
+            while True:
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited ({self.process.returncode}); "
+                                       f"see {self.log_file}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.2)
+
+    async def stop(self, timeout_s: float = 20.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+class LocalStack:
+    """Everything sendrail needs on this machine, started in order and stopped in reverse."""
+
+    def __init__(self, run_dir: Path, *, kafka_port: int) -> None:
+        self.run_dir = run_dir
+        self.broker = KafkaBroker(run_dir / "kafka", port=kafka_port)
+        self._mail_dir = Path(tempfile.mkdtemp(prefix="sendrail-sandbox-"))
+        self.sandbox = MailSandbox(self._mail_dir)
+        self.services = [
+            ServiceProcess(name, free_port(), run_dir / "logs" / f"{name}.log") for name in SERVICES
+        ]
+        self.env: dict[str, str] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def info(self) -> SandboxInfo:
+        return self.sandbox.info
+
+    async def __aenter__(self) -> LocalStack:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        key_file = self.run_dir / "secret.key"
+        if not key_file.exists():
+            key_file.write_bytes(SecretBox.generate_key())
+            key_file.chmod(0o600)
+        try:
+            await self.broker.start()
+            self._stack.push_async_callback(self.broker.stop)
+            kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap_servers)
+            await wait_for_broker(kafka, timeout_s=30)
+            await ensure_topics(kafka)
+            await self._stack.enter_async_context(self.sandbox)
+            info = self.sandbox.info
+            self.env = {
+                "SENDRAIL_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+                "SENDRAIL_SECRET_KEY_FILE": str(key_file.resolve()),
+                "SENDRAIL_TLS_CA_FILE": str(info.ca_file),
+                "SENDRAIL_OAUTH_GOOGLE_TOKEN_URL": info.token_url_google,
+                "SENDRAIL_OAUTH_MICROSOFT_TOKEN_URL": info.token_url_microsoft,
+                "SENDRAIL_SENDER_HELD_RECHECK_S": "2",
+                SANDBOX_INFO_VARIABLE: str(info.root_dir / "sandbox.json"),
+            }
+            LOCAL_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+            LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in self.env.items()))
+            self._stack.callback(LOCAL_ENV_FILE.unlink, missing_ok=True)
+            for service in self.services:
+                await service.start(self.env)
+                self._stack.push_async_callback(service.stop)
+            async with aiohttp.ClientSession() as session:
+                await asyncio.gather(*(s.wait_ready(session, 60) for s in self.services))
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stack.aclose()
+
+    async def connect_sample_users(self) -> None:
+        producer = make_producer(KafkaSettings(bootstrap_servers=self.broker.bootstrap_servers),
+                                 client_id="sendrail-local")
+        await producer.start()
+        try:
+            async with SandboxAdminClient(self.info) as admin:
+                box = SecretBox.from_settings(SecretSettings(
+                    secret_key_file=Path(self.env["SENDRAIL_SECRET_KEY_FILE"])))
+                await connect_sample_users(producer, admin, self.info, box, system_clock())
+        finally:
+            await producer.stop()
+
+
+def _banner(stack: LocalStack) -> str:
+    info = stack.info
+    lines = [
+        "sendrail is running (Ctrl-C stops everything).",
+        "",
+        f"  Kafka (KRaft)   {stack.broker.bootstrap_servers}   data: {stack.broker.data_dir}",
+        *(f"  SMTP {kind:<16} 127.0.0.1:{ep.port} ({ep.auth}, STARTTLS)" for kind, ep in info.smtp.items()),
+        f"  IMAP (Dovecot)  {info.imap_host}:{info.imap_port} (XOAUTH2, TLS)",
+        f"  OAuth tokens    {info.token_url_google.rsplit('/google', 1)[0]}",
+        f"  Mailboxes       {info.maildir_root}/<address>/",
+        *(f"  {s.name:<16}http://127.0.0.1:{s.http_port}/healthz  /metrics   log: {s.log_file}"
+          for s in stack.services),
+        "",
+        "Sample users (tenant acme; frank is in legacy tenant oldco):",
+        *(f"  {u.user_id:<6} {u.address:<26} via {u.kind.value} ({u.connection_id})"
+          for u in SAMPLE_USERS),
+        "",
+        "Try, in another terminal:",
+        "  .venv/bin/sendrail tail delivery",
+        "  .venv/bin/sendrail send --tenant acme --user alice --identity alice@acme.example.com \\",
+        "      --to someone@example.org --subject Hello --text 'Hi there'",
+        f"  .venv/bin/sendrail send ... --to nobody@{info.bounce_domain}"
+        "   (bounces; see `sendrail tail bounces`)",
+        "  make demo",
+    ]
+    return "\n".join(lines)
+
+
+async def run_local_stack() -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with LocalStack(RUN_DIR, kafka_port=LOCAL_KAFKA_PORT) as stack:
+        await stack.connect_sample_users()
+        print(_banner(stack), flush=True)
+        await stop.wait()
+        print("\nstopping ...", flush=True)
+    print("stopped.")
+    return 0

@@ -1,0 +1,213 @@
+"""`sendrail connect`, `assign`, `identities`, `tenant`: the channel registry, managed by people.
+
+Secrets are read from standard input or SENDRAIL_CONNECT_SECRET (never from the command
+line, where other users and the shell history would see them), sealed with the
+deployment's key, and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from sendrail.cli.common import Subcommands, producer_for
+from sendrail.clock import system_clock
+from sendrail.errors import ConfigurationError
+from sendrail.events import (
+    ChannelAssigned,
+    ChannelKind,
+    ConnectionConfigured,
+    ConnectionHealthChanged,
+    IdentityRegistered,
+    ImapServer,
+    OAuthGrant,
+    RegistryRecord,
+    SmtpServer,
+    TenantConfigured,
+)
+from sendrail.registry.store import RegistryStore, publish_record
+from sendrail.secrets import SecretBox
+from sendrail.settings import Settings
+
+PROVIDER_SMTP = {
+    ChannelKind.GMAIL: SmtpServer(host="smtp.gmail.com", port=587),
+    ChannelKind.EXCHANGE_ONLINE: SmtpServer(host="smtp.office365.com", port=587),
+}
+KIND_NAMES = {kind.value.replace("_", "-"): kind for kind in ChannelKind}
+
+
+def read_secret(args: argparse.Namespace, what: str) -> str:
+    if args.secret_stdin:
+        secret = sys.stdin.readline().strip()
+    elif os.environ.get("SENDRAIL_CONNECT_SECRET"):
+        secret = os.environ["SENDRAIL_CONNECT_SECRET"]
+    elif sys.stdin.isatty():
+        secret = getpass.getpass(f"{what}: ")
+    else:
+        raise ConfigurationError(f"no {what}: pass --secret-stdin or set SENDRAIL_CONNECT_SECRET")
+    if not secret:
+        raise ConfigurationError(f"the {what} is empty")
+    return secret
+
+
+async def publish(settings: Settings, *records: RegistryRecord) -> None:
+    async with producer_for(settings) as producer:
+        for record in records:
+            await publish_record(producer, record)
+
+
+async def connect(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    box = SecretBox.from_settings(settings.secrets)
+    kind: ChannelKind = KIND_NAMES[args.kind]
+    now = system_clock()
+    default_smtp = PROVIDER_SMTP.get(kind)
+    if args.host is None and default_smtp is None:
+        raise ConfigurationError(f"a {args.kind} connection needs --host")
+    smtp = SmtpServer(host=args.host or default_smtp.host,  # type: ignore[union-attr]
+                      port=args.port or (default_smtp.port if default_smtp else 587), tls=args.tls)
+    fields: dict[str, object] = {
+        "tenant_id": args.tenant, "connection_id": args.connection, "kind": kind,
+        "owner_user_id": args.user, "address": args.address, "smtp": smtp,
+        "max_message_bytes": args.max_message_bytes, "connected_at": now, "updated_at": now,
+    }
+    if kind in PROVIDER_SMTP:
+        fields["oauth"] = OAuthGrant(refresh_token=box.seal(read_secret(args, "refresh token")),
+                                     microsoft_tenant=args.microsoft_tenant)
+        if args.imap_host:
+            fields["imap"] = ImapServer(host=args.imap_host, port=args.imap_port)
+    else:
+        fields["username"] = args.username or args.address
+        if fields["username"] is None:
+            raise ConfigurationError(f"a {args.kind} connection needs --username")
+        fields["password"] = box.seal(read_secret(args, "SMTP password"))
+    connection = ConnectionConfigured.model_validate(fields)
+    health = ConnectionHealthChanged(tenant_id=args.tenant, connection_id=args.connection,
+                                     healthy=True, reason="connected", changed_at=now)
+    await publish(settings, connection, health)
+    print(f"connected {args.kind} {args.connection} for tenant {args.tenant}"
+          + (f", user {args.user}" if args.user else ""))
+    return 0
+
+
+async def assign(args: argparse.Namespace) -> int:
+    record = ChannelAssigned(tenant_id=args.tenant, user_id=args.user, identity=args.identity,
+                             connection_id=args.connection, updated_at=system_clock())
+    await publish(Settings.load(), record)
+    print(f"{record.identity} now sends through {args.connection}")
+    return 0
+
+
+async def identities(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    store = RegistryStore(settings.kafka, client_id="sendrail-cli")
+    await store.start()
+    try:
+        view = store.view
+        if args.action == "list":
+            rows = [i for (t, _), i in sorted(view.identities.items()) if t == args.tenant
+                    and (args.user is None or i.user_id == args.user)]
+            for identity in rows:
+                assigned = view.assignment(args.tenant, identity.address)
+                print(f"{identity.user_id:<16} {identity.address:<36} "
+                      f"{'verified' if identity.verified else 'UNVERIFIED':<10} "
+                      f"{'default' if identity.is_default else '':<7} "
+                      f"{assigned.connection_id if assigned else '-'}")
+            if not rows:
+                print(f"no identities for tenant {args.tenant}")
+            return 0
+        existing = view.identity(args.tenant, args.address)
+        if args.action == "add":
+            if existing is not None and existing.user_id != args.user:
+                raise ConfigurationError(f"{args.address} already belongs to user {existing.user_id}")
+            record = IdentityRegistered(tenant_id=args.tenant, user_id=args.user,
+                                        address=args.address, verified=args.verified,
+                                        is_default=args.default, updated_at=system_clock())
+        else:
+            if existing is None:
+                raise ConfigurationError(f"{args.address} is not an identity of tenant {args.tenant}")
+            record = existing.model_copy(update={"verified": True, "updated_at": system_clock()})
+    finally:
+        await store.stop()
+    await publish(settings, record)
+    print(f"{record.address}: {'verified' if record.verified else 'added, not verified yet'}")
+    return 0
+
+
+async def tenant(args: argparse.Namespace) -> int:
+    """Changes only what the flags name; the rest of the tenant's settings stay."""
+    settings = Settings.load()
+    store = RegistryStore(settings.kafka, client_id="sendrail-cli")
+    await store.start()
+    try:
+        current = store.view.tenant(args.tenant) or TenantConfigured(
+            tenant_id=args.tenant, updated_at=system_clock())
+    finally:
+        await store.stop()
+    changes: dict[str, object] = {"updated_at": system_clock()}
+    if args.legacy is not None:
+        changes["legacy"] = args.legacy
+    if args.team_connection is not None:
+        changes["team_connection_id"] = args.team_connection or None
+    record = TenantConfigured.model_validate({**current.model_dump(), **changes})
+    await publish(settings, record)
+    print(f"tenant {args.tenant}: legacy={record.legacy} team SMTP={record.team_connection_id}")
+    return 0
+
+
+def register(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "connect", help="connect a mailbox or SMTP server (a delivery channel)",
+        description="Gmail and Exchange Online connect by OAuth2 (the refresh token of the "
+                    "user's consent); the other kinds by SMTP AUTH. The secret is read from "
+                    "stdin (--secret-stdin), SENDRAIL_CONNECT_SECRET, or a prompt.")
+    parser.add_argument("kind", choices=sorted(KIND_NAMES))
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--connection", required=True, help="an id for this connection")
+    parser.add_argument("--user", help="owner (not for team-smtp or legacy)")
+    parser.add_argument("--address", help="mailbox address (required for gmail, exchange-online)")
+    parser.add_argument("--host", help="SMTP host (default for gmail/exchange-online: the provider's)")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--tls", choices=["starttls", "implicit"], default="starttls")
+    parser.add_argument("--username", help="SMTP AUTH user (default: --address)")
+    parser.add_argument("--imap-host", help="IMAP host for bounce watching (default: the provider's)")
+    parser.add_argument("--imap-port", type=int, default=993)
+    parser.add_argument("--microsoft-tenant", default="common")
+    parser.add_argument("--max-message-bytes", type=int)
+    parser.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
+    parser.set_defaults(handler=connect)
+
+    parser = commands.add_parser("assign", help="send an identity's mail through a connection")
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--identity", required=True, help="the from-address")
+    parser.add_argument("--connection", required=True)
+    parser.set_defaults(handler=assign)
+
+    parser = commands.add_parser("identities", help="add, verify and list from-addresses")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add an identity (unverified unless --verified)")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--user", required=True)
+    add.add_argument("--address", required=True)
+    add.add_argument("--verified", action="store_true",
+                     help="the address is already verified (e.g. by the upstream system)")
+    add.add_argument("--default", action="store_true", help="the user's default identity")
+    verify = actions.add_parser("verify", help="mark an identity verified")
+    verify.add_argument("--tenant", required=True)
+    verify.add_argument("--address", required=True)
+    listing = actions.add_parser("list", help="list a tenant's identities and assignments")
+    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--user")
+    parser.set_defaults(handler=identities)
+
+    parser = commands.add_parser("tenant", help="team settings: team SMTP, legacy flag")
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--team-connection",
+                        help="the team SMTP connection, default channel of default identities "
+                             "('' to remove it)")
+    parser.add_argument("--legacy", action=argparse.BooleanOptionalAction, default=None,
+                        help="a legacy tenant (may use legacy servers)")
+    parser.set_defaults(handler=tenant)

@@ -110,6 +110,11 @@ class SmtpTransport:
                 refused={address: (reply.code, reply.message) for address, reply in refused.items()},
             )
 
+    @property
+    def idle_sessions(self) -> int:
+        """Sessions kept open for reuse."""
+        return len(self._idle)
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for session in idle:

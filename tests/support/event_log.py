@@ -1,0 +1,69 @@
+"""Everything published on the topics a test looks at, decoded, as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from sendrail.bus.clients import make_consumer
+from sendrail.bus.codec import decode, decode_registry
+from sendrail.events import (
+    BounceDetected,
+    DeliveryEvent,
+    RegistryRecord,
+    RequestDeadLettered,
+    WatcherCheckpoint,
+)
+from sendrail.settings import KafkaSettings
+from sendrail.topics import BOUNCES, DEAD_LETTER, DELIVERY, REGISTRY, WATCHER_CHECKPOINTS
+from support.waiting import wait_until
+
+E = TypeVar("E", bound=BaseModel)
+
+
+class EventLog:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._consumer = make_consumer(
+            kafka, DELIVERY.name, BOUNCES.name, DEAD_LETTER.name, REGISTRY.name,
+            WATCHER_CHECKPOINTS.name, group_id=None, client_id="test-event-log",
+        )
+        self.delivery: list[DeliveryEvent] = []
+        self.bounces: list[BounceDetected] = []
+        self.dead_letters: list[RequestDeadLettered] = []
+        self.registry: list[RegistryRecord] = []
+        self.checkpoints: list[WatcherCheckpoint] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        async for record in self._consumer:
+            value = record.value or b""
+            if record.topic == DELIVERY.name:
+                self.delivery.append(decode(DeliveryEvent, value))
+            elif record.topic == BOUNCES.name:
+                self.bounces.append(decode(BounceDetected, value))
+            elif record.topic == DEAD_LETTER.name:
+                self.dead_letters.append(decode(RequestDeadLettered, value))
+            elif record.topic == REGISTRY.name and value:
+                self.registry.append(decode_registry(value))
+            elif record.topic == WATCHER_CHECKPOINTS.name:
+                self.checkpoints.append(decode(WatcherCheckpoint, value))
+
+    async def wait_for(self, events: list[E], match: Callable[[E], bool], *, what: str,
+                       timeout_s: float = 20.0) -> E:
+        await wait_until(lambda: any(match(e) for e in events), timeout_s=timeout_s, what=what)
+        return next(e for e in events if match(e))

@@ -17,7 +17,10 @@ system-packages:
 $(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@mkdir -p .cache
+	@echo "installing sendrail and its dependencies into $(VENV)/ (log: .cache/pip.log)"
+	@$(BIN)/pip install --disable-pip-version-check -e '.[dev]' > .cache/pip.log 2>&1 \
+	    || { tail -n 30 .cache/pip.log; exit 1; }
 	touch $@
 
 $(KAFKA_LIBS)/.fetched: sandbox/kafka-pom.xml
@@ -45,7 +48,9 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy shared services sandbox
+	rm -rf .cache/typecheck
+	$(BIN)/python -c 'import setup; setup.link_tree(".cache/typecheck")'
+	cd .cache/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p sendrail
 
 schema: setup
 	$(BIN)/sendrail schema --out schemas

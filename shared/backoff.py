@@ -2,8 +2,8 @@
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float, jitter: float) -> float:
-    """Wait before retry number `attempt` (1-based): "full jitter", a uniform share
-    `jitter` ∈ [0, 1) of min(max_s, base_s · 2^(attempt-1)), so retries of many
-    connections spread out instead of arriving together."""
-    ceiling = min(max_s, base_s * 2 ** max(0, attempt - 1))
-    return ceiling * (0.5 + jitter / 2)
+    """Wait before retry number `attempt` (1-based): between half and all of
+    min(max_s, base_s · 2^(attempt-1)), placed by `jitter` ∈ [0, 1) ("equal jitter"),
+    so retries of many connections spread out instead of arriving together."""
+    ceiling = min(max_s, base_s * 2.0 ** max(0, attempt - 1))
+    return float(ceiling * (0.5 + jitter / 2))

@@ -39,6 +39,8 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # aiosmtpd (the sandbox's servers) warns about its own internals on every login.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 @dataclass

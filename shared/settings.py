@@ -112,11 +112,11 @@ class Settings:
         """Environment variables, then `env_file` (if it exists) for what they leave unset."""
         file = env_file if env_file is not None and env_file.exists() else None
         return cls(
-            kafka=KafkaSettings(_env_file=file),  # type: ignore[call-arg]
-            secrets=SecretSettings(_env_file=file),  # type: ignore[call-arg]
-            tls=TlsSettings(_env_file=file),  # type: ignore[call-arg]
-            oauth=OAuthSettings(_env_file=file),  # type: ignore[call-arg]
-            http=HttpSettings(_env_file=file),  # type: ignore[call-arg]
-            sender=SenderSettings(_env_file=file),  # type: ignore[call-arg]
-            watcher=WatcherSettings(_env_file=file),  # type: ignore[call-arg]
+            kafka=KafkaSettings(_env_file=file),
+            secrets=SecretSettings(_env_file=file),
+            tls=TlsSettings(_env_file=file),
+            oauth=OAuthSettings(_env_file=file),
+            http=HttpSettings(_env_file=file),
+            sender=SenderSettings(_env_file=file),
+            watcher=WatcherSettings(_env_file=file),
         )

@@ -12,7 +12,12 @@ class SecretBox:
     """Seals and opens secrets with the deployment's key; the key never leaves this object."""
 
     def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+        try:
+            self._fernet = Fernet(key)
+        except ValueError:
+            raise ConfigurationError(
+                "the secret key is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
 
     @classmethod
     def from_settings(cls, settings: SecretSettings) -> SecretBox:

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
+from sendrail.errors import ConfigurationError
 from sendrail.settings import KafkaSettings
 from sendrail.topics import ALL_TOPICS, Topic
 
@@ -83,10 +84,17 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_T
             if topic.name not in existing
         ]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created them in between: what we wanted
+            response = await admin.create_topics(missing)
+            # The broker answers per topic, and aiokafka returns the codes instead of raising.
+            failures = [
+                (error[0], error[1], error[2] if len(error) > 2 else None)
+                for error in response.topic_errors
+                if error[1] not in (0, TopicAlreadyExistsError.errno)  # 36: created meanwhile
+            ]
+            if failures:
+                details = "; ".join(f"{name}: error {code} {message or ''}".strip()
+                                    for name, code, message in failures)
+                raise ConfigurationError(f"Kafka refused to create sendrail's topics: {details}")
     finally:
         await admin.close()
 

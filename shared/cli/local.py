@@ -7,7 +7,7 @@ import functools
 import importlib
 import logging
 
-from sendrail.bus.clients import ensure_topics
+from sendrail.bus.clients import ensure_topics, wait_for_broker
 from sendrail.cli.common import Subcommands
 from sendrail.service import configure_logging, serve
 from sendrail.settings import Settings
@@ -31,6 +31,7 @@ async def service(args: argparse.Namespace) -> int:
 
 async def topics(_: argparse.Namespace) -> int:
     settings = Settings.load()
+    await wait_for_broker(settings.kafka, timeout_s=60)
     await ensure_topics(settings.kafka)
     print(f"topics ready on {settings.kafka.bootstrap_servers}")
     return 0

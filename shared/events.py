@@ -262,7 +262,7 @@ class ConnectionConfigured(_Event):
                 raise ValueError(f"{self.kind} connects by OAuth, not with SMTP credentials")
         elif self.oauth is not None:
             raise ValueError(f"a {self.kind} connection uses SMTP AUTH, not OAuth")
-        elif self.smtp.host.lower() in OAUTH_ONLY_SMTP_HOSTS:
+        elif self.smtp.host.lower().rstrip(".") in OAUTH_ONLY_SMTP_HOSTS:
             raise ValueError(f"{self.smtp.host} is Gmail or Exchange Online: connect the mailbox "
                              "with OAuth (gmail / exchange-online), not as an SMTP server")
         if self.kind in {ChannelKind.TEAM_SMTP, ChannelKind.LEGACY} and self.owner_user_id:

@@ -24,7 +24,10 @@ class SecretBox:
         if settings.secret_key is not None:
             return cls(settings.secret_key.get_secret_value().encode())
         if settings.secret_key_file is not None:
-            return cls(settings.secret_key_file.read_bytes().strip())
+            try:
+                return cls(settings.secret_key_file.read_bytes().strip())
+            except OSError as error:
+                raise ConfigurationError(f"cannot read the secret key file: {error}") from None
         raise ConfigurationError(
             "no secret key: set SENDRAIL_SECRET_KEY (a Fernet key, "
             "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"

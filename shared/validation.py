@@ -14,8 +14,9 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, StringConstraints
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §2.2: printable US-ASCII except ':'
-_LINE_BREAKS = re.compile(r"[\r\n\x00]")
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §2.2: printable US-ASCII except ':'
+_LINE_BREAKS = re.compile("[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029\x00]")
+"""Every character Python (and some mail software) treats as a line end, and NUL."""
 
 MAX_HEADER_VALUE_CHARS = 998
 """RFC 5322 §2.1.1: a line is at most 998 characters."""
@@ -35,10 +36,12 @@ def normalize_address(value: str) -> str:
     if _LINE_BREAKS.search(value):
         raise ValueError("address contains a line break or NUL")
     try:
-        checked = validate_email(value, check_deliverability=False, allow_smtputf8=True)
+        # No SMTPUTF8 (RFC 6531) yet: local parts are ASCII, domains go out in their
+        # ASCII (IDNA) form, which every server accepts.
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as error:
         raise ValueError(f"invalid address {value!r}: {error}") from None
-    return f"{checked.local_part}@{checked.domain.lower()}"
+    return f"{checked.local_part}@{checked.ascii_domain.lower()}"
 
 
 def check_header_value(value: str) -> str:
@@ -50,7 +53,7 @@ def check_header_value(value: str) -> str:
 
 
 def check_header_name(value: str) -> str:
-    if not _HEADER_NAME.match(value):
+    if not _HEADER_NAME.fullmatch(value):
         raise ValueError(f"invalid header name {value!r}")
     if value.lower() in RESERVED_HEADERS or value.lower().startswith("x-sendrail-"):
         raise ValueError(f"header {value!r} is set by sendrail and cannot be overridden")

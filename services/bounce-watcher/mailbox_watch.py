@@ -71,10 +71,11 @@ class MailboxWatcher:
         self._context = context
         self._key = (connection.tenant_id, connection.connection_id)
         self._publisher = Publisher(context.producer)  # its own, so its confirms are its own
+        self._failures = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`, or until the connection is found broken (a reconnect starts a new one)."""
-        failures = 0
+        self._failures = 0
         while not stop.is_set():
             try:
                 await self._watch(stop)
@@ -83,8 +84,8 @@ class MailboxWatcher:
                 await self._mark_broken(error.reason)
                 return
             except (ImapError, TransientError, OSError) as error:
-                failures += 1
-                wait_s = backoff_s(failures, base_s=0.5,
+                self._failures += 1
+                wait_s = backoff_s(self._failures, base_s=0.5,
                                    max_s=self._context.settings.reconnect_backoff_max_s,
                                    jitter=random.random())
                 log.warning("mailbox connection lost; reconnecting", connection=self._key[1],
@@ -110,6 +111,7 @@ class MailboxWatcher:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         mailbox = await self._open()
+        self._failures = 0  # backoff grows only over failures in a row
         try:
             last_uid = await self._starting_uid(mailbox)
             while not stop.is_set():

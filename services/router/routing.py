@@ -44,7 +44,7 @@ def _identify(raw: bytes) -> tuple[str | None, uuid.UUID | None]:
     the upstream system can match the dead-lettered event to what it published."""
     try:
         fields = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None
     if not isinstance(fields, dict):
         return None, None

@@ -41,15 +41,17 @@ class ReplyRule:
 
 
 def rule(code: int | None, pattern: str, action: ReplyAction, meaning: str) -> ReplyRule:
-    return ReplyRule(code, re.compile(pattern, re.IGNORECASE), action, meaning)
+    """`pattern` is searched in the reply text (after the code); `^` anchors at the start of
+    any of its lines, where an RFC 3463 enhanced code stands (RFC 2034 §3)."""
+    return ReplyRule(code, re.compile(pattern, re.IGNORECASE | re.MULTILINE), action, meaning)
 
 
 GENERIC_RULES: tuple[ReplyRule, ...] = (
     rule(530, r"", ReplyAction.BROKEN, "the server requires authentication it did not get"),
     rule(534, r"", ReplyAction.BROKEN, "the server wants a different authentication mechanism"),
     rule(535, r"", ReplyAction.BROKEN, "the server refused the credentials"),
-    rule(454, r"4\.7\.0", ReplyAction.RETRY, "authentication temporarily unavailable; backing off"),
-    rule(452, r"4\.5\.3|too many recipients", ReplyAction.REJECT,
+    rule(454, r"^4\.7\.0\b", ReplyAction.RETRY, "authentication temporarily unavailable; backing off"),
+    rule(452, r"^4\.5\.3\b|too many recipients", ReplyAction.REJECT,
          "the message has more recipients than the server accepts"),
     rule(552, r"", ReplyAction.REJECT, "the message exceeds the server's size or storage limit"),
 )

@@ -35,7 +35,7 @@ run: setup
 demo: setup
 	$(BIN)/sendrail demo
 
-test: setup
+test: setup lint typecheck
 	timeout $(TEST_TIMEOUT_S) $(BIN)/pytest -q
 
 test-unit: setup
@@ -45,12 +45,12 @@ test-integration: setup
 	$(BIN)/pytest -q tests/integration tests/e2e
 
 lint: setup
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --quiet .
 
 typecheck: setup
 	rm -rf .cache/typecheck
 	$(BIN)/python -c 'import setup; setup.link_tree(".cache/typecheck")'
-	cd .cache/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p sendrail
+	cd .cache/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p sendrail --no-error-summary
 
 schema: setup
 	$(BIN)/sendrail schema --out schemas

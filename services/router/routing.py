@@ -34,7 +34,8 @@ Clock = Callable[[], datetime]
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[:3]
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in first]
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'message'}: "
+             f"{e['msg'].removeprefix('Value error, ')}" for e in first]
     more = error.error_count() - len(first)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

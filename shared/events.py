@@ -208,6 +208,27 @@ class WatcherCheckpoint(_Event):
     last_uid: int
 
 
+class ThrottleStateRecorded(_Event):
+    """What a sender must remember of one connection to keep its limits across restarts,
+    crashes and rebalances: its sends inside the windows, its pause, and which messages
+    since the last commit are finished or in flight (so none is sent twice)."""
+
+    schema_version: Literal[1] = 1
+    tenant_id: str
+    connection_id: str
+    sends_at_ms: list[int] = []
+    """When each send inside the longest window went (Unix ms), oldest first."""
+    sends_recipients: list[int] = []
+    paused_until: AwareDatetime | None = None
+    pause_reason: str | None = None
+    finished_offsets: list[int] = []
+    """Offsets of the connection's partition done (sent, failed or held) at or after the
+    commit point: skipped when read again."""
+    in_flight_offsets: list[int] = []
+    """Handed to the server, outcome not recorded: sent again after a crash."""
+    recorded_at: AwareDatetime
+
+
 # --- the channel registry (a compacted topic) ----------------------------------------
 
 
@@ -320,11 +341,44 @@ class TenantConfigured(_Event):
     updated_at: AwareDatetime
 
 
+class ThrottleConfigured(_Event):
+    """An admin's throttle for the team (no connection_id) or for one connection.
+
+    Gmail and Exchange Online connections are throttled by default, with the provider's
+    caps and the team's batch setting; fields left None keep those defaults, a connection's
+    own record wins over the team's. Other channels are throttled only when configured.
+    """
+
+    record: Literal["throttle"] = "throttle"
+    schema_version: Literal[1] = 1
+    tenant_id: Identifier
+    connection_id: Identifier | None = None
+    enabled: bool = True
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    batch_wait_s: Annotated[float, Field(gt=0)] | None = None
+    daily_messages: Annotated[int, Field(gt=0)] | None = None
+    daily_recipients: Annotated[int, Field(gt=0)] | None = None
+    per_minute_messages: Annotated[int, Field(gt=0)] | None = None
+    max_recipients_per_message: Annotated[int, Field(gt=0)] | None = None
+    gmail_plan: Literal["workspace", "workspace_trial", "consumer"] | None = None
+    updated_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _batch_is_whole(self) -> ThrottleConfigured:
+        if (self.batch_size is None) != (self.batch_wait_s is None):
+            raise ValueError("a batch setting needs both batch_size and batch_wait_s")
+        return self
+
+
 RegistryRecord = Annotated[
     ConnectionConfigured | ConnectionHealthChanged | IdentityRegistered | ChannelAssigned
-    | TenantConfigured,
+    | TenantConfigured | ThrottleConfigured,
     Field(discriminator="record"),
 ]
+
+
+TEAM_WIDE = "*"
+"""The id part of the key of a record that applies to the whole team."""
 
 
 def registry_key(record: RegistryRecord) -> str:
@@ -338,3 +392,5 @@ def registry_key(record: RegistryRecord) -> str:
             return f"assignment/{record.tenant_id}/{record.identity}"
         case TenantConfigured():
             return f"tenant/{record.tenant_id}"
+        case ThrottleConfigured():
+            return f"throttle/{record.tenant_id}/{record.connection_id or TEAM_WIDE}"

@@ -34,6 +34,12 @@ oauth_refreshes = Counter(
     ["provider", "outcome"],  # outcome: ok, revoked, error
     registry=REGISTRY,
 )
+queue_depth = Gauge(
+    "sendrail_queue_depth",
+    "Emails a sender holds queued (read, not yet sent), by channel; per connection see /healthz.",
+    ["channel"],
+    registry=REGISTRY,
+)
 bounces_detected = Counter(
     "sendrail_bounces_total",
     "Bounces published, by channel, hardness and whether they were tied to a send.",

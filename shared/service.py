@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -49,7 +49,8 @@ class ServiceState:
 
     name: str
     ready: bool = False
-    details: dict[str, object] = field(default_factory=dict)
+    details: Callable[[], dict[str, object]] = dict
+    """Read at each request, so it shows the service's current state."""
 
 
 async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunner:
@@ -57,7 +58,7 @@ async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunn
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(_: web.Request) -> web.Response:
-        body = {"service": state.name, "ready": state.ready, **state.details}
+        body = {"service": state.name, "ready": state.ready, **state.details()}
         return web.json_response(body, status=200 if state.ready else 503)
 
     app = web.Application()

@@ -77,9 +77,18 @@ class SenderSettings(BaseSettings):
     """Upper bound per SMTP server or mailbox; a provider's own lower cap wins."""
     session_idle_s: float = 30.0
     """Reuse an SMTP session only if it was used this recently (servers drop idle ones)."""
-    transient_retries: int = 3
     retry_backoff_base_s: float = 1.0
     retry_backoff_max_s: float = 60.0
+    commit_interval_s: float = 1.0
+    loaded_per_connection: int = 50
+    """Messages per connection kept decoded in memory; the rest of a backlog stays in Kafka."""
+    max_queued_messages: int = 1_000_000
+    """Stop reading ahead past this many queued messages (each costs a few dozen bytes)."""
+    messages_per_session_turn: int = 4
+    """How many messages one SMTP session takes per turn of its connection."""
+    quota_probe_s: float = 3600.0
+    """After a quota reply the history does not explain (mail sent outside sendrail), try again
+    after this long."""
     held_expiry_s: float = 3 * 24 * 3600.0
     """Mail held for a broken connection fails after this long."""
     held_recheck_s: float = 30.0

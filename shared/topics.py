@@ -70,9 +70,16 @@ WATCHER_CHECKPOINTS = Topic(
     partitions=1, compacted=True,
 )
 
+THROTTLE_STATE = Topic(
+    "sendrail.throttle-state", events.ThrottleStateRecorded, "tenant_id/connection_id",
+    "Each connection's recent sends, pause and unfinished messages, for exact limits "
+    "across restarts and replicas.",
+    partitions=1, compacted=True,
+)
+
 ALL_TOPICS = (
     REQUESTS, REGISTRY, OUTBOUND_GMAIL, OUTBOUND_EXCHANGE, OUTBOUND_SMTP, HELD, DELIVERY,
-    BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS,
+    BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS, THROTTLE_STATE,
 )
 
 OUTBOUND_BY_CHANNEL = {

@@ -13,7 +13,7 @@ from sendrail.bus.clients import ensure_topics, make_producer
 from sendrail.bus.codec import decode
 from sendrail.bus.table import TopicFollower
 from sendrail.clock import system_clock
-from sendrail.delivery.credentials import access_tokens_for
+from sendrail.delivery.credentials import access_tokens_for, with_rotated_token
 from sendrail.events import ConnectionConfigured, DeliveryEvent, WatcherCheckpoint
 from sendrail.mail.oauth import AccessTokenSource, TokenEndpoint
 from sendrail.mail.tls import client_tls_context
@@ -64,10 +64,9 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
         endpoint = TokenEndpoint(settings.oauth, http)
 
         async def store_rotated(connection: ConnectionConfigured, refresh_token: str) -> None:
-            assert connection.oauth is not None
-            oauth = connection.oauth.model_copy(update={"refresh_token": secrets.seal(refresh_token)})
-            await publish_record(producer, connection.model_copy(
-                update={"oauth": oauth, "updated_at": system_clock()}))
+            current = registry.view.connection(connection.tenant_id, connection.connection_id)
+            await publish_record(producer, with_rotated_token(current or connection, secrets.seal(
+                refresh_token), system_clock()))
 
         def tokens_for(connection: ConnectionConfigured) -> AccessTokenSource:
             return access_tokens_for(connection, endpoint, secrets, store_rotated)

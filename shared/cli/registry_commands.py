@@ -16,6 +16,7 @@ from sendrail.cli.common import Subcommands, producer_for
 from sendrail.clock import system_clock
 from sendrail.errors import ConfigurationError
 from sendrail.events import (
+    TEAM_WIDE,
     ChannelAssigned,
     ChannelKind,
     ConnectionConfigured,
@@ -26,6 +27,7 @@ from sendrail.events import (
     RegistryRecord,
     SmtpServer,
     TenantConfigured,
+    ThrottleConfigured,
 )
 from sendrail.registry.store import RegistryStore, publish_record
 from sendrail.secrets import SecretBox
@@ -157,6 +159,45 @@ async def tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+THROTTLE_FIELDS = ("enabled", "batch_size", "batch_wait_s", "daily_messages", "daily_recipients",
+                   "per_minute_messages", "max_recipients_per_message", "gmail_plan")
+
+
+async def throttle(args: argparse.Namespace) -> int:
+    """`set` changes only the settings it names; running senders apply it at their next turn."""
+    settings = Settings.load()
+    store = RegistryStore(settings.kafka, client_id="sendrail-cli")
+    await store.start()
+    try:
+        view = store.view
+        if args.action == "show":
+            for (tenant_id, scope), record in sorted(view.throttles.items()):
+                if tenant_id != args.tenant:
+                    continue
+                values = {f: getattr(record, f) for f in THROTTLE_FIELDS if getattr(record, f) is not None}
+                label = "team" if scope == TEAM_WIDE else f"connection {scope}"
+                print(f"{label:<28} " + " ".join(f"{k}={v}" for k, v in values.items()))
+            if not any(t == args.tenant for t, _ in view.throttles):
+                print(f"tenant {args.tenant} has no throttle settings: Gmail and Exchange "
+                      "connections use the provider's limits and the default batch")
+            return 0
+        scope = args.connection or TEAM_WIDE
+        current = view.throttles.get((args.tenant, scope))
+        fields = current.model_dump() if current else {"tenant_id": args.tenant,
+                                                       "connection_id": args.connection}
+    finally:
+        await store.stop()
+    for name in THROTTLE_FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    fields["updated_at"] = system_clock()
+    record = ThrottleConfigured.model_validate(fields)
+    await publish(settings, record)
+    print(f"throttle for {'the team' if scope == TEAM_WIDE else scope} of {args.tenant} set")
+    return 0
+
+
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "connect", help="connect a mailbox or SMTP server (a delivery channel)",
@@ -211,3 +252,28 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--legacy", action=argparse.BooleanOptionalAction, default=None,
                         help="a legacy tenant (may use legacy servers)")
     parser.set_defaults(handler=tenant)
+
+    parser = commands.add_parser(
+        "throttle", help="show or set sending limits (team-wide or per connection)",
+        description="Gmail and Exchange Online connections always keep their provider's caps; "
+                    "these settings add the team's batch (e.g. 25 every 45 s) and tighter caps. "
+                    "Running senders apply a change at the connection's next turn.")
+    actions = parser.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="the tenant's throttle settings")
+    show.add_argument("--tenant", required=True)
+    change = actions.add_parser("set", help="change throttle settings")
+    change.add_argument("--tenant", required=True)
+    change.add_argument("--connection", help="only this connection (default: the whole team)")
+    switch = change.add_mutually_exclusive_group()
+    switch.add_argument("--on", dest="enabled", action="store_const", const=True, default=None,
+                        help="apply the batch and caps set here (the default)")
+    switch.add_argument("--off", dest="enabled", action="store_const", const=False,
+                        help="ignore the batch and caps set here (provider caps always stay)")
+    change.add_argument("--batch-size", type=int, help="emails per batch")
+    change.add_argument("--batch-wait-s", type=float, help="seconds between batches")
+    change.add_argument("--daily-messages", type=int, help="messages per rolling 24 h")
+    change.add_argument("--daily-recipients", type=int, help="recipients per rolling 24 h")
+    change.add_argument("--per-minute-messages", type=int, help="messages per rolling minute")
+    change.add_argument("--max-recipients-per-message", type=int)
+    change.add_argument("--gmail-plan", choices=["workspace", "workspace_trial", "consumer"])
+    parser.set_defaults(handler=throttle)

@@ -20,6 +20,7 @@ SCHEMA_MODELS: dict[str, Any] = {
     "RequestDeadLettered": events.RequestDeadLettered,
     "BounceDetected": events.BounceDetected,
     "WatcherCheckpoint": events.WatcherCheckpoint,
+    "ThrottleStateRecorded": events.ThrottleStateRecorded,
     "RegistryRecord": events.RegistryRecord,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from sendrail.errors import ConfigurationError
 from sendrail.events import ChannelKind, ConnectionConfigured
@@ -18,6 +19,15 @@ PROVIDERS: dict[ChannelKind, Provider] = {
 }
 
 StoreRotatedToken = Callable[[ConnectionConfigured, str], Awaitable[None]]
+
+
+def with_rotated_token(connection: ConnectionConfigured, sealed_refresh_token: str,
+                       now: datetime) -> ConnectionConfigured:
+    """The connection as stored after the provider handed out a new refresh token; its
+    `connected_at` stays, so senders keep their sessions."""
+    assert connection.oauth is not None
+    oauth = connection.oauth.model_copy(update={"refresh_token": sealed_refresh_token})
+    return connection.model_copy(update={"oauth": oauth, "updated_at": now})
 
 
 def access_tokens_for(connection: ConnectionConfigured, endpoint: TokenEndpoint,

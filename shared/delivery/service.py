@@ -1,4 +1,4 @@
-"""A sender service: its policy wired to Kafka, the registry and SMTP."""
+"""A sender service: its channel policy wired to Kafka, the registry, the throttle state and SMTP."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import aiohttp
 
 from sendrail.bus.clients import ensure_topics, make_consumer, make_producer
 from sendrail.bus.publisher import Publisher
-from sendrail.bus.worker import consume_batches
+from sendrail.bus.refetch import Refetcher
 from sendrail.clock import system_clock
+from sendrail.delivery.attempt import DeliveryAttempts
+from sendrail.delivery.credentials import with_rotated_token
+from sendrail.delivery.dispatcher import Dispatcher
 from sendrail.delivery.policy import ChannelPolicy
-from sendrail.delivery.sender import Sender
+from sendrail.delivery.throttle_state import ThrottleStateStore
+from sendrail.events import ConnectionConfigured
 from sendrail.mail.oauth import TokenEndpoint
 from sendrail.mail.tls import client_tls_context
-from sendrail.registry.store import RegistryStore
+from sendrail.registry.store import RegistryStore, publish_record
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
 from sendrail.settings import Settings
@@ -27,19 +31,28 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
     await ensure_topics(settings.kafka)
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        registry = RegistryStore(settings.kafka, client_id=policy.service)
-        await registry.start()
-        stack.push_async_callback(registry.stop)
         producer = make_producer(settings.kafka, client_id=policy.service)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
-        consumer = make_consumer(settings.kafka, policy.topic.name, group_id=policy.service,
-                                 client_id=policy.service)
+        registry = RegistryStore(settings.kafka, client_id=policy.service)
+        states = ThrottleStateStore(settings.kafka, producer, settings.sender, client_id=policy.service)
+        refetcher = Refetcher(settings.kafka, policy.topic.name, client_id=f"{policy.service}-refetch")
+        for client in (producer, registry, states, refetcher):
+            await client.start()
+            stack.push_async_callback(client.stop)
+
+        async def store_rotated(connection: ConnectionConfigured, refresh_token: str) -> None:
+            current = registry.view.connection(connection.tenant_id, connection.connection_id)
+            await publish_record(producer, with_rotated_token(current or connection, secrets.seal(
+                refresh_token), system_clock()))
+
+        attempts = DeliveryAttempts(policy, secrets, TokenEndpoint(settings.oauth, http),
+                                    client_tls_context(settings.tls), settings.sender, store_rotated)
+        stack.push_async_callback(attempts.close)
+        consumer = make_consumer(settings.kafka, group_id=policy.service, client_id=policy.service)
+        dispatcher = Dispatcher(policy, consumer, refetcher, registry, states, attempts,
+                                lambda: Publisher(producer), settings.sender, system_clock)
+        consumer.subscribe([policy.topic.name], listener=dispatcher)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        publisher = Publisher(producer)
-        sender = Sender(policy, registry, publisher, secrets, TokenEndpoint(settings.oauth, http),
-                        client_tls_context(settings.tls), settings.sender, system_clock)
-        stack.push_async_callback(sender.close)
+        state.details = lambda: {"queued": dispatcher.queue_depths()}
         state.ready = True
-        await consume_batches(consumer, publisher, sender.handle_batch, stop)
+        await dispatcher.run(stop)

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 
 from sendrail.events import (
     OAUTH_CHANNELS,
+    TEAM_WIDE,
     ChannelAssigned,
     ConnectionConfigured,
     ConnectionHealthChanged,
     IdentityRegistered,
     RegistryRecord,
     TenantConfigured,
+    ThrottleConfigured,
 )
 
 TenantKey = tuple[str, str]
@@ -25,6 +27,8 @@ class RegistryView:
     identities: dict[TenantKey, IdentityRegistered] = field(default_factory=dict)
     assignments: dict[TenantKey, ChannelAssigned] = field(default_factory=dict)
     tenants: dict[str, TenantConfigured] = field(default_factory=dict)
+    throttles: dict[TenantKey, ThrottleConfigured] = field(default_factory=dict)
+    """(tenant_id, connection_id or TEAM_WIDE)."""
 
     def apply(self, key: str, record: RegistryRecord | None) -> None:
         """Apply one record; `None` (a tombstone) deletes what `key` names."""
@@ -42,6 +46,8 @@ class RegistryView:
                 self.assignments[(record.tenant_id, record.identity)] = record
             case TenantConfigured():
                 self.tenants[record.tenant_id] = record
+            case ThrottleConfigured():
+                self.throttles[(record.tenant_id, record.connection_id or TEAM_WIDE)] = record
 
     def _delete(self, key: str) -> None:
         kind, _, rest = key.partition("/")
@@ -51,6 +57,7 @@ class RegistryView:
             "connection_health": self.health,  # type: ignore[dict-item]
             "identity": self.identities,  # type: ignore[dict-item]
             "assignment": self.assignments,  # type: ignore[dict-item]
+            "throttle": self.throttles,  # type: ignore[dict-item]
         }
         if kind == "tenant":
             self.tenants.pop(tenant_id, None)
@@ -76,6 +83,12 @@ class RegistryView:
 
     def tenant(self, tenant_id: str) -> TenantConfigured | None:
         return self.tenants.get(tenant_id)
+
+    def throttle_settings(self, tenant_id: str, connection_id: str
+                          ) -> tuple[ThrottleConfigured | None, ThrottleConfigured | None]:
+        """The team's throttle record and the connection's own, either possibly absent."""
+        return (self.throttles.get((tenant_id, TEAM_WIDE)),
+                self.throttles.get((tenant_id, connection_id)))
 
     def user_connections(self, tenant_id: str, user_id: str) -> list[ConnectionConfigured]:
         return [

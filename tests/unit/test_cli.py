@@ -223,7 +223,7 @@ def test_the_registry_schema_is_one_of_its_records_by_their_record_field() -> No
     schema = schemas()["RegistryRecord"]
     assert schema["discriminator"]["propertyName"] == "record"
     assert set(schema["discriminator"]["mapping"]) == {
-        "connection", "connection_health", "identity", "assignment", "tenant"}
+        "connection", "connection_health", "identity", "assignment", "tenant", "throttle"}
 
 
 def sample_events() -> dict[str, events._Event]:

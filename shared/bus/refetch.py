@@ -1,0 +1,50 @@
+"""Reading chosen offsets of a partition again: how a sender loads a backlog it only referenced."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from sendrail.bus.clients import make_consumer
+from sendrail.settings import KafkaSettings
+
+
+class Refetcher:
+    """A consumer outside any group, pointed at one partition and offset per read."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, *, client_id: str,
+                 timeout_s: float = 10.0) -> None:
+        self._topic = topic
+        self._timeout_s = timeout_s
+        self._consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None, client_id=client_id)
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def read(self, partition: int, offsets: list[int]) -> dict[int, bytes]:
+        """The values at `offsets` (ascending). An offset the log no longer holds (retention)
+        is absent from the result."""
+        if not offsets:
+            return {}
+        wanted, last = set(offsets), offsets[-1]
+        found: dict[int, bytes] = {}
+        tp = TopicPartition(self._topic, partition)
+        async with self._lock:
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, offsets[0])
+            async with asyncio.timeout(self._timeout_s):
+                while True:
+                    fetched = await self._consumer.getmany(tp, timeout_ms=200)
+                    records = fetched.get(tp, [])
+                    for record in records:
+                        if record.offset in wanted:
+                            found[record.offset] = record.value or b""
+                        if record.offset >= last:
+                            return found
+                    if not records and await self._consumer.position(tp) > last:
+                        return found

@@ -1,0 +1,444 @@
+"""The sending loop: each connection its own queue, throttled, sent as soon as its limits allow.
+
+The consumer reads a channel topic ahead of what has been sent, so one connection's
+backlog never holds up another connection's mail on the same partition; a backlog
+beyond a few dozen messages is kept as offsets, not messages. Each connection takes
+*turns*: it reserves its sends in the throttle ledger (acknowledged by Kafka before
+anything is sent, so a crash or a rebalance never lets a connection burst over its
+limits), sends, records the outcome, and is woken again when its windows, a pause or
+a backoff allow. Offsets are committed up to the lowest unfinished message of each
+partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from pydantic import ValidationError
+
+from sendrail.bus.codec import decode
+from sendrail.bus.publisher import Publisher
+from sendrail.bus.refetch import Refetcher
+from sendrail.delivery.attempt import Attempted, DeliveryAttempts, Result
+from sendrail.delivery.connection_queue import ConnectionQueue, Queued
+from sendrail.delivery.policy import ChannelPolicy
+from sendrail.delivery.progress import PartitionProgress
+from sendrail.delivery.throttle_state import ConnectionBook, ThrottleStateStore
+from sendrail.delivery.throttling import policy_for
+from sendrail.events import (
+    ChannelKind,
+    ConnectionConfigured,
+    ConnectionHealthChanged,
+    DeliveryEvent,
+    DeliveryStatus,
+    EmailRouted,
+    registry_key,
+)
+from sendrail.mail.message import message_id_for
+from sendrail.metrics import emails_delivered, queue_depth, smtp_send_duration
+from sendrail.registry.store import RegistryStore
+from sendrail.settings import SenderSettings
+from sendrail.throttle import NeverFits
+from sendrail.throttle.policy import ThrottlePolicy
+from sendrail.topics import DELIVERY, HELD, REGISTRY, connection_key
+
+log = structlog.get_logger(__name__)
+
+ConnectionKey = tuple[str, str]
+Clock = Callable[[], datetime]
+
+_UNTHROTTLED = ThrottlePolicy((), None)
+
+
+@dataclass
+class _Connection:
+    key: ConnectionKey
+    kind: ChannelKind
+    queue: ConnectionQueue
+    book: ConnectionBook
+    in_turn: bool = False
+    announced: set[int] = field(default_factory=set)
+    """Offsets whose wait was already published, so a backlog is announced once."""
+
+
+class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, policy: ChannelPolicy, consumer: AIOKafkaConsumer, refetcher: Refetcher,
+                 registry: RegistryStore, states: ThrottleStateStore, attempts: DeliveryAttempts,
+                 publisher_factory: Callable[[], Publisher], settings: SenderSettings,
+                 clock: Clock) -> None:
+        self._policy = policy
+        self._consumer = consumer
+        self._refetcher = refetcher
+        self._registry = registry
+        self._states = states
+        self._attempts = attempts
+        self._publisher_factory = publisher_factory
+        self._settings = settings
+        self._clock = clock
+        self._connections: dict[ConnectionKey, _Connection] = {}
+        self._progress: dict[int, PartitionProgress] = {}
+        self._committed: dict[int, int] = {}
+        self._due: list[tuple[float, int, ConnectionKey]] = []
+        self._sequence = itertools.count()
+        self._wake = asyncio.Event()
+        self._turns: set[asyncio.Task[None]] = set()
+        self._reading_paused = False
+
+    # --- the loops -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`; then the turns under way finish and their offsets are committed."""
+        loops = [asyncio.create_task(coro) for coro in
+                 (self._read(stop), self._dispatch(stop), self._commit_periodically(stop))]
+        try:
+            done, _ = await asyncio.wait({*loops, asyncio.create_task(stop.wait())},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task in loops:
+                    task.result()  # a loop that ended on its own failed: raise it
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._finish_turns()
+            await self._commit()
+
+    async def _read(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            fetched = await self._consumer.getmany(timeout_ms=200)
+            for tp, records in fetched.items():
+                if tp.partition in self._progress:  # else revoked while fetching
+                    for record in records:
+                        self._accept(record)
+            self._apply_backpressure()
+
+    async def _dispatch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now_s = self._clock().timestamp()
+            while self._due and self._due[0][0] <= now_s:
+                _, _, key = heapq.heappop(self._due)
+                connection = self._connections.get(key)
+                if connection is not None and not connection.in_turn and len(connection.queue):
+                    connection.in_turn = True
+                    task = asyncio.create_task(self._turn(connection))
+                    self._turns.add(task)
+                    task.add_done_callback(self._turns.discard)
+            self._wake.clear()
+            wait_s = self._due[0][0] - now_s if self._due else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(max(wait_s, 0.0), 1.0))
+
+    async def _commit_periodically(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self._settings.commit_interval_s)
+            await self._commit()
+
+    def _schedule(self, connection: _Connection, at_s: float) -> None:
+        heapq.heappush(self._due, (at_s, next(self._sequence), connection.key))
+        self._wake.set()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        progress = self._progress[record.partition]
+        progress.consumed(record.offset)
+        try:
+            routed = decode(EmailRouted, record.value or b"")
+        except ValidationError as error:
+            log.error("unreadable routed email skipped", offset=record.offset,
+                      errors=error.error_count())
+            progress.finished(record.offset)
+            return
+        connection = self._connection(routed, record.partition)
+        if record.offset in connection.book.finished:
+            progress.finished(record.offset)  # done before a restart or a rebalance
+            return
+        connection.queue.push(record.offset, routed)
+        if len(connection.queue) == 1 and not connection.in_turn:
+            self._schedule(connection, self._clock().timestamp())
+
+    def _connection(self, routed: EmailRouted, partition: int) -> _Connection:
+        key = (routed.request.tenant_id, routed.connection_id)
+        connection = self._connections.get(key)
+        if connection is None:
+            record = self._registry.view.connection(*key)
+            policy = policy_for(record, self._registry.view) if record else _UNTHROTTLED
+            connection = _Connection(
+                key, routed.channel,
+                ConnectionQueue(partition, loaded_limit=self._settings.loaded_per_connection),
+                self._states.book(key, policy))
+            self._connections[key] = connection
+        return connection
+
+    def _apply_backpressure(self) -> None:
+        """Stop reading while too much is queued: offsets cost little, but not nothing."""
+        queued = sum(len(c.queue) for c in self._connections.values())
+        assigned = list(self._consumer.assignment())
+        if queued > self._settings.max_queued_messages and not self._reading_paused:
+            self._consumer.pause(*assigned)
+            self._reading_paused = True
+        elif queued <= self._settings.max_queued_messages // 2 and self._reading_paused:
+            self._consumer.resume(*assigned)
+            self._reading_paused = False
+        for kind in self._policy.kinds:
+            queue_depth.labels(kind.value).set(
+                sum(len(c.queue) for c in self._connections.values() if c.kind is kind))
+
+    def queue_depths(self, top: int = 50) -> dict[str, int]:
+        """The deepest connection queues, for /healthz (a label per connection would not scale)."""
+        deepest = sorted(self._connections.values(), key=lambda c: len(c.queue), reverse=True)
+        return {f"{c.key[0]}/{c.key[1]}": len(c.queue) for c in deepest[:top] if len(c.queue)}
+
+    # --- turns ---------------------------------------------------------------------------
+
+    async def _turn(self, connection: _Connection) -> None:
+        publisher = self._publisher_factory()
+        next_s: float | None = None
+        try:
+            await self._load_head(connection)
+            record = await self._connection_record(connection)
+            if record is None:
+                await self._drain(connection, publisher, None,
+                                  f"connection {connection.key[1]} no longer exists; nothing was sent")
+            elif (broken := self._registry.view.broken_reason(*connection.key)) is not None:
+                await self._drain(connection, publisher, broken, None)
+            else:
+                next_s = await self._send_turn(connection, record, publisher)
+            await publisher.confirm()
+        except Exception:
+            log.exception("turn failed; the connection backs off", connection=connection.key[1])
+            connection.book.throttle.back_off(self._clock().timestamp(), jitter=random.random())
+        finally:
+            connection.in_turn = False
+            if len(connection.queue):
+                now_s = self._clock().timestamp()
+                self._schedule(connection, next_s if next_s is not None else max(
+                    now_s, connection.book.throttle.retry_at_s or now_s))
+            elif not connection.book.in_flight:
+                self._connections.pop(connection.key, None)
+
+    async def _send_turn(self, connection: _Connection, record: ConnectionConfigured,
+                         publisher: Publisher) -> float | None:
+        """Send what the limits allow now; returns when the connection may send again."""
+        book = connection.book
+        book.throttle.policy = policy_for(record, self._registry.view)
+        now = self._clock()
+        now_s = now.timestamp()
+        batch: list[Queued] = []
+        limit = self._attempts.sessions_per_connection() * self._settings.messages_per_session_turn
+        while len(batch) < limit and (head := connection.queue.head()) is not None:
+            if head.routed is None:
+                return now_s  # loaded at the start of the next turn
+            recipients = len(head.routed.request.recipients)
+            try:
+                due_s = book.throttle.next_attempt_s(recipients, now_s)
+            except NeverFits as error:
+                await self._finish(connection, connection.queue.pop(), publisher,
+                                   DeliveryStatus.FAILED, reason=error.reason)
+                continue
+            if due_s > now_s:
+                if batch:
+                    break
+                await self._announce_wait(connection, publisher, due_s)
+                return due_s
+            item = connection.queue.pop()
+            book.reserve(item.offset, now_s, recipients)
+            batch.append(item)
+        if not batch:
+            await self._save(connection, now)
+            return None
+        await self._save(connection, now)  # stored before sending: these sends count, whatever follows
+        results = await asyncio.gather(*(self._attempt(item, record) for item in batch))
+        retry = [item for item, attempted in zip(batch, results, strict=True)
+                 if not await self._record_outcome(connection, record, item, attempted, publisher)]
+        for item in reversed(retry):
+            connection.queue.push_front(item)
+        await self._save(connection, self._clock())
+        return None
+
+    async def _record_outcome(self, connection: _Connection, record: ConnectionConfigured,
+                              item: Queued, attempted: Attempted, publisher: Publisher) -> bool:
+        """Publish what came of one attempt; False if the message must be tried again."""
+        assert item.routed is not None
+        throttle = connection.book.throttle
+        now_s = self._clock().timestamp()
+        match attempted.result:
+            case Result.SENT:
+                assert attempted.reply is not None
+                refused = "; ".join(f"{a}: {c} {t}" for a, (c, t) in attempted.reply.refused.items())
+                await self._finish(connection, item, publisher, DeliveryStatus.SENT,
+                                   message_id=message_id_for(item.routed),
+                                   reply_code=attempted.reply.code, reply_text=attempted.reply.text,
+                                   reason=f"refused recipients: {refused}" if refused else None)
+            case Result.FAILED:
+                await self._finish(connection, item, publisher, DeliveryStatus.FAILED, attempted)
+            case Result.BROKEN:
+                await self._mark_broken(record, attempted.reason or "credentials refused", publisher)
+                await self._hold(connection, item, publisher, attempted.reason or "", attempted)
+            case Result.PAUSE | Result.RETRY:
+                if attempted.result is Result.PAUSE:
+                    throttle.pause(now_s, attempted.reason or "quota reached")
+                else:
+                    throttle.back_off(now_s, jitter=random.random())
+                connection.book.release(item.offset)
+                resume_s = throttle.next_attempt_s(len(item.routed.request.recipients), now_s)
+                await self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, attempted,
+                                 next_attempt_at=datetime.fromtimestamp(resume_s, UTC))
+                return False
+        return True
+
+    async def _attempt(self, item: Queued, record: ConnectionConfigured) -> Attempted:
+        assert item.routed is not None
+        started_s = asyncio.get_running_loop().time()
+        attempted = await self._attempts.attempt(item.routed, record, self._clock())
+        smtp_send_duration.labels(item.routed.channel.value).observe(
+            asyncio.get_running_loop().time() - started_s)
+        return attempted
+
+    async def _announce_wait(self, connection: _Connection, publisher: Publisher, due_s: float) -> None:
+        """A `deferred` event, once, for each loaded message that has to wait for the limits."""
+        at = datetime.fromtimestamp(due_s, UTC)
+        for item in connection.queue.loaded_items():
+            if item.offset in connection.announced:
+                continue
+            assert item.routed is not None
+            connection.announced.add(item.offset)
+            await self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, next_attempt_at=at,
+                             reason=f"waiting for the connection's sending limits; "
+                                    f"{len(connection.queue)} queued, next slot at {at:%H:%M:%S}")
+
+    async def _load_head(self, connection: _Connection) -> None:
+        offsets = connection.queue.references_to_load()
+        if not offsets:
+            return
+        raw = await self._refetcher.read(connection.queue.partition, offsets)
+        loaded: dict[int, EmailRouted] = {}
+        for offset, value in raw.items():
+            with contextlib.suppress(ValidationError):
+                loaded[offset] = decode(EmailRouted, value)
+        connection.queue.load(loaded)
+        missing = {o for o in offsets if o not in loaded}
+        if missing:
+            # Gone from the log (retention) or unreadable before their turn: nothing can be sent.
+            log.error("queued messages no longer readable", connection=connection.key[1],
+                      count=len(missing), offsets=sorted(missing)[:10])
+            connection.queue.drop_references(missing)
+            for offset in missing:
+                self._progress_for(connection).finished(offset)
+
+    async def _connection_record(self, connection: _Connection) -> ConnectionConfigured | None:
+        record = self._registry.view.connection(*connection.key)
+        if record is None:
+            await self._registry.refresh()
+            record = self._registry.view.connection(*connection.key)
+        return record if record is not None and record.kind in self._policy.kinds else None
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    async def _finish(self, connection: _Connection, item: Queued, publisher: Publisher,
+                      status: DeliveryStatus, attempted: Attempted | None = None,
+                      **outcome: object) -> None:
+        assert item.routed is not None
+        connection.book.finish(item.offset)
+        connection.announced.discard(item.offset)
+        self._progress_for(connection).finished(item.offset)
+        await self._emit(publisher, item.routed, status, attempted, **outcome)
+
+    async def _drain(self, connection: _Connection, publisher: Publisher, broken: str | None,
+                     failure: str | None) -> None:
+        """Every loaded message: held (a broken connection) or failed (a removed one)."""
+        while (head := connection.queue.head()) is not None and head.routed is not None:
+            item = connection.queue.pop()
+            if broken is not None:
+                await self._hold(connection, item, publisher, broken)
+            else:
+                await self._finish(connection, item, publisher, DeliveryStatus.FAILED, reason=failure)
+        await self._save(connection, self._clock())
+
+    async def _hold(self, connection: _Connection, item: Queued, publisher: Publisher, reason: str,
+                    attempted: Attempted | None = None) -> None:
+        """The connection is broken: the mail waits on the held topic until the user reconnects."""
+        assert item.routed is not None
+        await publisher.publish(HELD, item.routed, key=connection_key(*connection.key))
+        await self._finish(connection, item, publisher, DeliveryStatus.DEFERRED, attempted,
+                           reason=f"held until the user reconnects {connection.key[1]}: {reason}")
+
+    async def _mark_broken(self, record: ConnectionConfigured, reason: str, publisher: Publisher) -> None:
+        health = ConnectionHealthChanged(tenant_id=record.tenant_id, connection_id=record.connection_id,
+                                         healthy=False, reason=reason, changed_at=self._clock())
+        self._registry.view.apply(registry_key(health), health)  # the rest of the queue waits too
+        await publisher.publish(REGISTRY, health, key=registry_key(health).encode())
+        log.warning("connection broken", tenant=record.tenant_id, connection=record.connection_id,
+                    reason=reason)
+
+    async def _emit(self, publisher: Publisher, routed: EmailRouted, status: DeliveryStatus,
+                    attempted: Attempted | None = None, **outcome: object) -> None:
+        if attempted is not None and attempted.error is not None:
+            outcome.setdefault("reason", attempted.error.reason)
+            outcome.setdefault("reply_code", attempted.error.reply_code)
+            outcome.setdefault("reply_text", attempted.error.reply_text)
+        event = DeliveryEvent.for_routed(routed, status, self._clock(), **outcome)
+        await publisher.publish(DELIVERY, event, key=str(routed.send_id).encode())
+        emails_delivered.labels(routed.channel.value, status.value).inc()
+
+    # --- offsets and rebalancing ---------------------------------------------------------
+
+    def _progress_for(self, connection: _Connection) -> PartitionProgress:
+        return self._progress.setdefault(connection.queue.partition, PartitionProgress())
+
+    async def _save(self, connection: _Connection, now: datetime) -> None:
+        # Offsets below the last *committed* one will not be read again, even after a crash.
+        committed = self._committed.get(connection.queue.partition, 0)
+        await self._states.save(connection.book, committed, now)
+
+    async def _commit(self) -> None:
+        offsets = {
+            TopicPartition(self._policy.topic.name, partition): committable
+            for partition, progress in self._progress.items()
+            if (committable := progress.committable()) is not None
+            and committable != self._committed.get(partition)
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError):
+            return  # a rebalance is under way; the revocation commits
+        for tp, offset in offsets.items():
+            self._committed[tp.partition] = offset
+
+    async def _finish_turns(self) -> None:
+        if self._turns:
+            await asyncio.gather(*self._turns, return_exceptions=True)
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Let running turns finish, commit, and forget what the next owner will read again."""
+        await self._finish_turns()
+        await self._commit()
+        partitions = {tp.partition for tp in revoked}
+        for key, connection in list(self._connections.items()):
+            if connection.queue.partition in partitions:
+                del self._connections[key]
+                self._states.forget(key)
+        for partition in partitions:
+            self._progress.pop(partition, None)
+            self._committed.pop(partition, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # The previous owner's last reservations must be known before this one sends.
+        await self._states.caught_up()
+        for tp in assigned:
+            self._progress.setdefault(tp.partition, PartitionProgress())
+            committed = await self._consumer.committed(tp)
+            if committed is not None:
+                self._committed[tp.partition] = committed

@@ -1,0 +1,126 @@
+"""What a sender remembers of each connection, kept in a compacted topic.
+
+Sends are recorded in the throttle ledger *before* they are handed to the server, and
+the record is acknowledged by Kafka first: after a restart, a `kill -9` or a
+rebalance, the next owner of the connection counts every send that may have gone,
+so no window is exceeded. The offsets finished since the last commit let it skip
+what was already done; only messages in flight at a crash (at most one turn of one
+connection) can be sent twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from sendrail.bus.codec import decode, encode
+from sendrail.bus.table import TopicFollower
+from sendrail.events import ThrottleStateRecorded
+from sendrail.settings import KafkaSettings, SenderSettings
+from sendrail.throttle.ledger import SendLedger
+from sendrail.throttle.policy import ThrottlePolicy
+from sendrail.throttle.pushback import ConnectionThrottle, PushbackSettings
+from sendrail.topics import THROTTLE_STATE, connection_key
+
+ConnectionKey = tuple[str, str]
+
+
+@dataclass
+class ConnectionBook:
+    """One connection's throttle and which of its offsets are finished or in flight."""
+
+    key: ConnectionKey
+    throttle: ConnectionThrottle
+    finished: set[int] = field(default_factory=set)
+    in_flight: set[int] = field(default_factory=set)
+
+    def reserve(self, offset: int, now_s: float, recipients: int) -> None:
+        """Count the send in the windows now; a failed attempt keeps its place counted."""
+        self.throttle.sent(now_s, recipients)
+        self.in_flight.add(offset)
+
+    def finish(self, offset: int) -> None:
+        self.in_flight.discard(offset)
+        self.finished.add(offset)
+
+    def release(self, offset: int) -> None:
+        """The attempt did not deliver and will be repeated."""
+        self.in_flight.discard(offset)
+
+    def snapshot(self, committed_offset: int, now: datetime) -> ThrottleStateRecorded:
+        """Offsets below the committed one are never read again, so they are left out."""
+        self.finished = {o for o in self.finished if o >= committed_offset}
+        ledger = self.throttle.ledger
+        paused = self.throttle.paused_until_s
+        return ThrottleStateRecorded(
+            tenant_id=self.key[0], connection_id=self.key[1],
+            sends_at_ms=list(ledger.sends_at_ms), sends_recipients=list(ledger.sends_recipients),
+            paused_until=datetime.fromtimestamp(paused, UTC) if paused is not None else None,
+            pause_reason=self.throttle.pause_reason,
+            finished_offsets=sorted(self.finished), in_flight_offsets=sorted(self.in_flight),
+            recorded_at=now,
+        )
+
+
+class ThrottleStateStore:
+    """Follows the throttle-state topic; hands out and saves each connection's book."""
+
+    def __init__(self, kafka: KafkaSettings, producer: AIOKafkaProducer, settings: SenderSettings,
+                 *, client_id: str) -> None:
+        self._producer = producer
+        self._pushback = PushbackSettings(retry_backoff_base_s=settings.retry_backoff_base_s,
+                                          retry_backoff_max_s=settings.retry_backoff_max_s,
+                                          quota_probe_s=settings.quota_probe_s)
+        self._stored: dict[ConnectionKey, ThrottleStateRecorded] = {}
+        self._books: dict[ConnectionKey, ConnectionBook] = {}
+        self._follower = TopicFollower(kafka, THROTTLE_STATE.name, self._apply,
+                                       client_id=f"{client_id}-throttle-state")
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def caught_up(self) -> None:
+        await self._follower.caught_up()
+
+    def _apply(self, _: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            state = decode(ThrottleStateRecorded, value)
+        except ValidationError:
+            return
+        self._stored[(state.tenant_id, state.connection_id)] = state
+
+    def book(self, key: ConnectionKey, policy: ThrottlePolicy) -> ConnectionBook:
+        """The book this process keeps, or one rebuilt from the last stored state."""
+        book = self._books.get(key)
+        if book is None:
+            stored = self._stored.get(key)
+            throttle = ConnectionThrottle(policy, self._pushback)
+            book = ConnectionBook(key, throttle)
+            if stored is not None:
+                throttle.ledger = SendLedger.from_sends(stored.sends_at_ms, stored.sends_recipients)
+                if stored.paused_until is not None:
+                    throttle.paused_until_s = stored.paused_until.timestamp()
+                    throttle.pause_reason = stored.pause_reason
+                book.finished = set(stored.finished_offsets)
+                # In flight when the previous owner stopped: the outcome is unknown, so these
+                # are sent again (the bound on duplicates), but they stay counted in the ledger.
+            self._books[key] = book
+        book.throttle.policy = policy
+        return book
+
+    def forget(self, key: ConnectionKey) -> None:
+        """Another replica owns the connection now; its state is read again on return."""
+        self._books.pop(key, None)
+
+    async def save(self, book: ConnectionBook, committed_offset: int, now: datetime) -> None:
+        await self._producer.send_and_wait(
+            THROTTLE_STATE.name, encode(book.snapshot(committed_offset, now)),
+            key=connection_key(*book.key))

@@ -196,6 +196,15 @@ class MailSandbox:
         """Register a user on a password server: exchange_onprem, custom_smtp, team_smtp, legacy."""
         self._servers[server].add_password_user(username, password)
 
+    def script_mail_replies(self, server: str, mail_from: str, replies: list[str]) -> None:
+        """The next MAIL FROMs of `mail_from` on `server` get these replies, in order
+        (e.g. Gmail's quota reply), instead of being accepted."""
+        self._servers[server].script_mail_replies(mail_from, replies)
+
+    def refuse_recipient(self, server: str, address: str, reply: str) -> None:
+        """Every RCPT TO of `address` on `server` gets `reply` (e.g. 550 5.1.1)."""
+        self._servers[server].refuse_recipient(address, reply)
+
     def received(self, server: str) -> list[ReceivedEnvelope]:
         """What that server accepted so far, oldest first."""
         return self._servers[server].received

@@ -18,6 +18,7 @@ import hmac
 import secrets
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import format_datetime
@@ -211,6 +212,8 @@ class ReceivedEnvelope:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes
+    received_at_s: float
+    """When the server accepted it: what the provider counts against its limits."""
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,9 @@ class _ProviderHandler:
         self._clock = clock
         self.passwords: dict[str, str] = {}
         self.received: list[ReceivedEnvelope] = []
+        self.scripted_mail_replies: dict[str, deque[str]] = {}
+        """Replies the next MAIL FROMs of a sender get instead of acceptance (quota, 421...)."""
+        self.refused_recipients: dict[str, str] = {}
         self.open_sessions: set[_ProviderSMTP] = set()
         self._slots = _SessionSlots()
 
@@ -457,6 +463,9 @@ class _ProviderHandler:
             authenticated.identity, session, limit.max_sessions
         ):
             return self.reply(limit.refused)
+        scripted = self.scripted_mail_replies.get(address.lower())
+        if scripted:
+            return self.reply(scripted.popleft())
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return self.reply(self.profile.replies.mail_accepted)
@@ -473,6 +482,9 @@ class _ProviderHandler:
             # RFC 5321 section 4.5.3.1.10: 452 for too many recipients; the client
             # sends the rest in another transaction.
             return self.reply(self.profile.replies.too_many_recipients)
+        refusal = self.refused_recipients.get(address.lower())
+        if refusal is not None:
+            return self.reply(refusal)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return self.reply(self.profile.replies.rcpt_accepted)
@@ -489,6 +501,7 @@ class _ProviderHandler:
                 mail_from=envelope.mail_from,
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 content=content,
+                received_at_s=self._clock(),
             )
         )
         self._deliver(authenticated, envelope.mail_from, envelope.rcpt_tos, content)
@@ -556,6 +569,12 @@ class SandboxSmtpServer:
         if self.profile.auth != "password":
             raise ValueError(f"{self.profile.kind} authenticates with XOAUTH2, not passwords")
         self._handler.passwords[username] = password
+
+    def script_mail_replies(self, mail_from: str, replies: list[str]) -> None:
+        self._handler.scripted_mail_replies.setdefault(mail_from.lower(), deque()).extend(replies)
+
+    def refuse_recipient(self, address: str, reply: str) -> None:
+        self._handler.refused_recipients[address.lower()] = reply
 
     @property
     def received(self) -> list[ReceivedEnvelope]:

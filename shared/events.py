@@ -226,6 +226,10 @@ class ThrottleStateRecorded(_Event):
     commit point: skipped when read again."""
     in_flight_offsets: list[int] = []
     """Handed to the server, outcome not recorded: sent again after a crash."""
+    in_flight_recipients: list[int] = []
+    in_flight_since: AwareDatetime | None = None
+    """When the in-flight sends started; after a crash they count as sent at this time plus
+    the SMTP timeout, the latest the server can have accepted them."""
     recorded_at: AwareDatetime
 
 

@@ -80,7 +80,8 @@ def settings(kafka: KafkaSettings, mail: MailSandbox, secret_key: bytes) -> Sett
                             microsoft_token_url=info.token_url_microsoft),
         http=HttpSettings(port=0),
         sender=SenderSettings(session_idle_s=0.0, retry_backoff_base_s=0.05,
-                              retry_backoff_max_s=0.2, held_recheck_s=0.3),
+                              retry_backoff_max_s=0.2, held_recheck_s=0.3, quota_probe_s=1.0,
+                              commit_interval_s=0.2, loaded_per_connection=20),
         watcher=WatcherSettings(idle_timeout_s=30.0, poll_interval_s=1.0, connect_timeout_s=5.0,
                                 reconnect_backoff_max_s=1.0),
     )

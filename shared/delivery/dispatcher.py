@@ -42,6 +42,8 @@ from sendrail.events import (
     DeliveryEvent,
     DeliveryStatus,
     EmailRouted,
+    RegistryRecord,
+    ThrottleConfigured,
     registry_key,
 )
 from sendrail.mail.message import message_id_for
@@ -65,8 +67,11 @@ class _Connection:
     key: ConnectionKey
     kind: ChannelKind
     queue: ConnectionQueue
-    book: ConnectionBook
+    book: ConnectionBook | None = None
+    """Taken from the state store at the first turn, once the partition's state is caught up."""
     in_turn: bool = False
+    waiting_until_s: float | None = None
+    """Set while the connection waits for its limits, a pause or a backoff."""
     announced: set[int] = field(default_factory=set)
     """Offsets whose wait was already published, so a backlog is announced once."""
 
@@ -92,7 +97,10 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         self._sequence = itertools.count()
         self._wake = asyncio.Event()
         self._turns: set[asyncio.Task[None]] = set()
+        self._arrivals_to_announce: list[tuple[EmailRouted, float, int]] = []
         self._reading_paused = False
+        self._assignment_settled = asyncio.Event()
+        """Clear while partitions change hands: no turn starts before the state is caught up."""
 
     # --- the loops -----------------------------------------------------------------------
 
@@ -116,10 +124,12 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _read(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fetched = await self._consumer.getmany(timeout_ms=200)
+            assigned = self._consumer.assignment()
             for tp, records in fetched.items():
-                if tp.partition in self._progress:  # else revoked while fetching
+                if tp in assigned:  # else revoked while fetching
                     for record in records:
                         self._accept(record)
+            await self._announce_arrivals()
             self._apply_backpressure()
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
@@ -147,10 +157,19 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         heapq.heappush(self._due, (at_s, next(self._sequence), connection.key))
         self._wake.set()
 
+    def registry_changed(self, record: RegistryRecord) -> None:
+        """New throttle settings, credentials or health: the tenant's queued connections look
+        again now instead of at their next scheduled check."""
+        if isinstance(record, ThrottleConfigured | ConnectionConfigured | ConnectionHealthChanged):
+            now_s = self._clock().timestamp()
+            for connection in self._connections.values():
+                if connection.key[0] == record.tenant_id and len(connection.queue):
+                    self._schedule(connection, now_s)
+
     # --- reading -------------------------------------------------------------------------
 
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        progress = self._progress[record.partition]
+        progress = self._progress.setdefault(record.partition, PartitionProgress())
         progress.consumed(record.offset)
         try:
             routed = decode(EmailRouted, record.value or b"")
@@ -160,10 +179,12 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             progress.finished(record.offset)
             return
         connection = self._connection(routed, record.partition)
-        if record.offset in connection.book.finished:
-            progress.finished(record.offset)  # done before a restart or a rebalance
-            return
         connection.queue.push(record.offset, routed)
+        now_s = self._clock().timestamp()
+        if connection.waiting_until_s is not None and connection.waiting_until_s > now_s:
+            # It joins a queue that is waiting: say so now, even if it stays only a reference.
+            connection.announced.add(record.offset)
+            self._arrivals_to_announce.append((routed, connection.waiting_until_s, len(connection.queue)))
         if len(connection.queue) == 1 and not connection.in_turn:
             self._schedule(connection, self._clock().timestamp())
 
@@ -171,12 +192,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         key = (routed.request.tenant_id, routed.connection_id)
         connection = self._connections.get(key)
         if connection is None:
-            record = self._registry.view.connection(*key)
-            policy = policy_for(record, self._registry.view) if record else _UNTHROTTLED
-            connection = _Connection(
-                key, routed.channel,
-                ConnectionQueue(partition, loaded_limit=self._settings.loaded_per_connection),
-                self._states.book(key, policy))
+            connection = _Connection(key, routed.channel, ConnectionQueue(
+                partition, loaded_limit=self._settings.loaded_per_connection))
             self._connections[key] = connection
         return connection
 
@@ -205,8 +222,11 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         publisher = self._publisher_factory()
         next_s: float | None = None
         try:
+            await self._assignment_settled.wait()
             await self._load_head(connection)
             record = await self._connection_record(connection)
+            book = self._book(connection, record)
+            self._skip_finished(connection, book)
             if record is None:
                 await self._drain(connection, publisher, None,
                                   f"connection {connection.key[1]} no longer exists; nothing was sent")
@@ -217,64 +237,91 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             await publisher.confirm()
         except Exception:
             log.exception("turn failed; the connection backs off", connection=connection.key[1])
-            connection.book.throttle.back_off(self._clock().timestamp(), jitter=random.random())
+            if connection.book is not None:
+                connection.book.throttle.back_off(self._clock().timestamp(), jitter=random.random())
         finally:
             connection.in_turn = False
             if len(connection.queue):
                 now_s = self._clock().timestamp()
-                self._schedule(connection, next_s if next_s is not None else max(
-                    now_s, connection.book.throttle.retry_at_s or now_s))
-            elif not connection.book.in_flight:
+                retry_s = connection.book.throttle.retry_at_s if connection.book else None
+                due_s = next_s if next_s is not None else max(now_s, retry_s or now_s)
+                connection.waiting_until_s = due_s if due_s > now_s else None
+                self._schedule(connection, due_s)
+            else:
                 self._connections.pop(connection.key, None)
+
+    def _book(self, connection: _Connection, record: ConnectionConfigured | None) -> ConnectionBook:
+        policy = policy_for(record, self._registry.view) if record is not None else _UNTHROTTLED
+        connection.book = self._states.book(connection.key, policy)
+        return connection.book
+
+    def _skip_finished(self, connection: _Connection, book: ConnectionBook) -> None:
+        """Messages read again after a restart or a rebalance that were already done."""
+        while (head := connection.queue.head()) is not None and head.offset in book.finished:
+            if head.routed is None:
+                connection.queue.drop_references({head.offset})
+            else:
+                connection.queue.pop()
+            self._progress_for(connection).finished(head.offset)
 
     async def _send_turn(self, connection: _Connection, record: ConnectionConfigured,
                          publisher: Publisher) -> float | None:
         """Send what the limits allow now; returns when the connection may send again."""
         book = connection.book
-        book.throttle.policy = policy_for(record, self._registry.view)
+        assert book is not None
         now = self._clock()
         now_s = now.timestamp()
         batch: list[Queued] = []
+        sends: dict[int, int] = {}
+        planner = book.planner()
         limit = self._attempts.sessions_per_connection() * self._settings.messages_per_session_turn
         while len(batch) < limit and (head := connection.queue.head()) is not None:
             if head.routed is None:
-                return now_s  # loaded at the start of the next turn
+                break  # loaded at the start of the next turn
             recipients = len(head.routed.request.recipients)
+            if head.offset in book.finished:
+                self._skip_finished(connection, book)
+                continue
             try:
-                due_s = book.throttle.next_attempt_s(recipients, now_s)
+                due_s = planner.next_attempt_s(recipients, now_s)
             except NeverFits as error:
                 await self._finish(connection, connection.queue.pop(), publisher,
                                    DeliveryStatus.FAILED, reason=error.reason)
                 continue
             if due_s > now_s:
-                if batch:
-                    break
-                await self._announce_wait(connection, publisher, due_s)
-                return due_s
-            item = connection.queue.pop()
-            book.reserve(item.offset, now_s, recipients)
-            batch.append(item)
+                if not batch:
+                    await self._announce_wait(connection, publisher, due_s)
+                    return due_s
+                break
+            planner.sent(now_s, recipients)
+            batch.append(connection.queue.pop())
+            sends[head.offset] = recipients
         if not batch:
             await self._save(connection, now)
-            return None
+            return now_s if len(connection.queue) else None
+        book.begin(sends, now_s)
         await self._save(connection, now)  # stored before sending: these sends count, whatever follows
         results = await asyncio.gather(*(self._attempt(item, record) for item in batch))
+        done_s = self._clock().timestamp()
         retry = [item for item, attempted in zip(batch, results, strict=True)
-                 if not await self._record_outcome(connection, record, item, attempted, publisher)]
+                 if not await self._record_outcome(connection, record, item, attempted, publisher, done_s)]
         for item in reversed(retry):
             connection.queue.push_front(item)
         await self._save(connection, self._clock())
         return None
 
     async def _record_outcome(self, connection: _Connection, record: ConnectionConfigured,
-                              item: Queued, attempted: Attempted, publisher: Publisher) -> bool:
+                              item: Queued, attempted: Attempted, publisher: Publisher,
+                              now_s: float) -> bool:
         """Publish what came of one attempt; False if the message must be tried again."""
         assert item.routed is not None
-        throttle = connection.book.throttle
-        now_s = self._clock().timestamp()
+        book = connection.book
+        assert book is not None
+        throttle = book.throttle
         match attempted.result:
             case Result.SENT:
                 assert attempted.reply is not None
+                book.sent(item.offset, now_s)
                 refused = "; ".join(f"{a}: {c} {t}" for a, (c, t) in attempted.reply.refused.items())
                 await self._finish(connection, item, publisher, DeliveryStatus.SENT,
                                    message_id=message_id_for(item.routed),
@@ -290,7 +337,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                     throttle.pause(now_s, attempted.reason or "quota reached")
                 else:
                     throttle.back_off(now_s, jitter=random.random())
-                connection.book.release(item.offset)
+                book.release(item.offset)
                 resume_s = throttle.next_attempt_s(len(item.routed.request.recipients), now_s)
                 await self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, attempted,
                                  next_attempt_at=datetime.fromtimestamp(resume_s, UTC))
@@ -304,6 +351,17 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         smtp_send_duration.labels(item.routed.channel.value).observe(
             asyncio.get_running_loop().time() - started_s)
         return attempted
+
+    async def _announce_arrivals(self) -> None:
+        arrivals, self._arrivals_to_announce = self._arrivals_to_announce, []
+        if not arrivals:
+            return
+        publisher = self._publisher_factory()
+        for routed, due_s, position in arrivals:
+            await self._emit(publisher, routed, DeliveryStatus.DEFERRED,
+                             next_attempt_at=datetime.fromtimestamp(due_s, UTC),
+                             reason=f"waiting for the connection's sending limits; "
+                                    f"number {position} in its queue")
 
     async def _announce_wait(self, connection: _Connection, publisher: Publisher, due_s: float) -> None:
         """A `deferred` event, once, for each loaded message that has to wait for the limits."""
@@ -349,7 +407,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                       status: DeliveryStatus, attempted: Attempted | None = None,
                       **outcome: object) -> None:
         assert item.routed is not None
-        connection.book.finish(item.offset)
+        if connection.book is not None:
+            connection.book.finish(item.offset)
         connection.announced.discard(item.offset)
         self._progress_for(connection).finished(item.offset)
         await self._emit(publisher, item.routed, status, attempted, **outcome)
@@ -399,7 +458,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _save(self, connection: _Connection, now: datetime) -> None:
         # Offsets below the last *committed* one will not be read again, even after a crash.
         committed = self._committed.get(connection.queue.partition, 0)
-        await self._states.save(connection.book, committed, now)
+        if connection.book is not None:
+            await self._states.save(connection.book, committed, now)
 
     async def _commit(self) -> None:
         offsets = {
@@ -423,6 +483,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Let running turns finish, commit, and forget what the next owner will read again."""
+        self._assignment_settled.clear()
         await self._finish_turns()
         await self._commit()
         partitions = {tp.partition for tp in revoked}
@@ -436,9 +497,10 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # The previous owner's last reservations must be known before this one sends.
-        await self._states.caught_up()
         for tp in assigned:
             self._progress.setdefault(tp.partition, PartitionProgress())
             committed = await self._consumer.committed(tp)
             if committed is not None:
                 self._committed[tp.partition] = committed
+        await self._states.caught_up()
+        self._assignment_settled.set()

@@ -50,6 +50,7 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
         consumer = make_consumer(settings.kafka, group_id=policy.service, client_id=policy.service)
         dispatcher = Dispatcher(policy, consumer, refetcher, registry, states, attempts,
                                 lambda: Publisher(producer), settings.sender, system_clock)
+        registry.on_change(dispatcher.registry_changed)
         consumer.subscribe([policy.topic.name], listener=dispatcher)
         await consumer.start()
         stack.push_async_callback(consumer.stop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
@@ -21,6 +23,7 @@ class RegistryStore:
 
     def __init__(self, settings: KafkaSettings, *, client_id: str) -> None:
         self.view = RegistryView()
+        self._listeners: list[Callable[[RegistryRecord], None]] = []
         self._follower = TopicFollower(
             settings, REGISTRY.name, self._apply, client_id=f"{client_id}-registry"
         )
@@ -50,6 +53,13 @@ class RegistryStore:
                       errors=error.error_count())
             return
         self.view.apply(key.decode(), record)
+        for listener in self._listeners:
+            listener(record)
+
+    def on_change(self, listener: Callable[[RegistryRecord], None]) -> None:
+        """Call `listener` with every record applied from now on (e.g. to act on new settings
+        at once rather than at the next scheduled check)."""
+        self._listeners.append(listener)
 
 
 async def publish_record(producer: AIOKafkaProducer, record: RegistryRecord) -> None:

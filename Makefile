@@ -7,7 +7,9 @@ BIN       := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
 TEST_TIMEOUT_S := 900
 
-.PHONY: setup run demo test test-unit test-integration lint typecheck schema clean
+BENCH_REPORT := reports/bench.json
+
+.PHONY: setup run demo bench test test-unit test-integration lint typecheck schema clean
 
 setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched
 
@@ -34,6 +36,9 @@ run: setup
 
 demo: setup
 	$(BIN)/sendrail demo
+
+bench: setup
+	$(BIN)/sendrail bench all --out $(BENCH_REPORT)
 
 test: setup lint typecheck
 	timeout $(TEST_TIMEOUT_S) $(BIN)/pytest -q

@@ -37,8 +37,8 @@ from sendrail.events import (
     WatcherCheckpoint,
     send_id_for,
 )
-from sendrail.sandbox.kafka_broker import free_port
 from sendrail.sandbox.mail_sandbox import SandboxInfo
+from sendrail.sandbox.ports import free_port
 from sendrail.sandbox.sample_users import SAMPLE_USERS, SampleUser
 from sendrail.sandbox.stack import SANDBOX_INFO_VARIABLE, LocalStack
 from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings

@@ -11,18 +11,13 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import uuid
 from pathlib import Path
 
+from sendrail.sandbox.ports import free_port
+
 DEFAULT_JARS_DIR = Path(".cache/kafka/libs")
 """Where `make setup` puts the broker's jars (the version is set in sandbox/kafka-pom.xml)."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:

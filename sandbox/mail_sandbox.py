@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import email.message
 import json
-import socket
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import structlog
 from sendrail.sandbox.dovecot import Dovecot
 from sendrail.sandbox.maildir import MaildirStore, mail_user_owner
 from sendrail.sandbox.oauth_authority import OAuthAuthority
+from sendrail.sandbox.ports import free_port
 from sendrail.sandbox.smtp_servers import (
     PROFILES,
     SERVER_KINDS,
@@ -88,14 +88,6 @@ class SandboxInfo:
         )
 
 
-def _free_port() -> int:
-    """A port free on 127.0.0.1 now, for a server that cannot bind port 0 and report it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class MailSandbox:
     """Starts and stops the whole mail side of the sandbox; an async context manager."""
 
@@ -159,7 +151,7 @@ class MailSandbox:
         await token_endpoint.start()
         self._stack.push_async_callback(token_endpoint.stop)
 
-        imap_port = _free_port()
+        imap_port = free_port()
         dovecot = Dovecot(
             root_dir=self.root_dir / "dovecot",
             port=imap_port,

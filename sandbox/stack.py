@@ -23,8 +23,9 @@ from sendrail.bus.clients import ensure_topics, make_producer, wait_for_broker
 from sendrail.cli.local import SERVICES
 from sendrail.clock import system_clock
 from sendrail.sandbox.admin_client import SandboxAdminClient
-from sendrail.sandbox.kafka_broker import KafkaBroker, free_port
+from sendrail.sandbox.kafka_broker import KafkaBroker
 from sendrail.sandbox.mail_sandbox import MailSandbox, SandboxInfo
+from sendrail.sandbox.ports import free_port
 from sendrail.sandbox.sample_users import SAMPLE_USERS, connect_sample_users
 from sendrail.secrets import SecretBox
 from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings, SecretSettings

@@ -15,8 +15,9 @@ import pytest
 from pydantic import SecretStr
 
 from sendrail.bus.clients import ensure_topics, wait_for_broker
-from sendrail.sandbox.kafka_broker import KafkaBroker, free_port
+from sendrail.sandbox.kafka_broker import KafkaBroker
 from sendrail.sandbox.mail_sandbox import MailSandbox
+from sendrail.sandbox.ports import free_port
 from sendrail.secrets import SecretBox
 from sendrail.settings import (
     HttpSettings,

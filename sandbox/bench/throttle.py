@@ -77,7 +77,8 @@ async def run_throttle_bench(bench: ThrottleBench) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sendrail-bench-") as run_dir:
         async with LocalStack(Path(run_dir), kafka_port=free_port()) as stack:
             single = await _scenario(stack, bench, replicas=1, kill_one=False)
-            extra = [ServiceProcess("sender-smtp", free_port(), Path(run_dir) / "logs" / f"sender-smtp-{i}.log")
+            logs = Path(run_dir) / "logs"
+            extra = [ServiceProcess("sender-smtp", free_port(), logs / f"sender-smtp-{i}.log")
                      for i in (2, 3)]
             for process in extra:
                 await process.start(stack.env)

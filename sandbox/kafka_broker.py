@@ -79,7 +79,9 @@ class KafkaBroker:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             formatter = await asyncio.create_subprocess_exec(
-                *java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+                *java, "kafka.tools.StorageTool", "format", "--standalone",
+                # One token: a random id may start with "-", which would read as an option.
+                f"--cluster-id={cluster_id}",
                 "-c", str(properties), stdout=log, stderr=log,
             )
             if await formatter.wait() != 0:

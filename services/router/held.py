@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from enum import Enum
 
 import structlog
 from aiokafka import ConsumerRecord
@@ -22,6 +23,22 @@ from sendrail.registry.store import RegistryStore
 from sendrail.topics import DELIVERY, HELD, OUTBOUND_BY_CHANNEL, connection_key
 
 log = structlog.get_logger(__name__)
+
+
+class HeldFate(Enum):
+    RELEASE = "release"
+    EXPIRE = "expire"
+    KEEP = "keep"
+
+
+def held_fate(*, healthy: bool, held_since: datetime, now: datetime, expiry: timedelta) -> HeldFate:
+    """A reconnected connection gets its mail back; mail held past `expiry` fails (PRODUCT.md
+    section 1: it waits until the user reconnects or the mail expires); the rest waits."""
+    if healthy:
+        return HeldFate.RELEASE
+    if now - held_since >= expiry:
+        return HeldFate.EXPIRE
+    return HeldFate.KEEP
 
 
 class HeldMailReleaser:
@@ -53,7 +70,9 @@ class HeldMailReleaser:
         tenant_id, connection_id = routed.request.tenant_id, routed.connection_id
         now = self._clock()
         send_key = str(routed.send_id).encode()
-        if self._registry.view.is_healthy(tenant_id, connection_id):
+        fate = held_fate(healthy=self._registry.view.is_healthy(tenant_id, connection_id),
+                         held_since=routed.routed_at, now=now, expiry=self._expiry)
+        if fate is HeldFate.RELEASE:
             await self._publisher.publish(OUTBOUND_BY_CHANNEL[routed.channel], routed,
                                           key=connection_key(tenant_id, connection_id))
             await self._publisher.publish(
@@ -61,7 +80,7 @@ class HeldMailReleaser:
                                                    reason="released: the connection is back"),
                 key=send_key,
             )
-        elif now - routed.routed_at >= self._expiry:
+        elif fate is HeldFate.EXPIRE:
             reason = self._registry.view.broken_reason(tenant_id, connection_id)
             await self._publisher.publish(
                 DELIVERY, DeliveryEvent.for_routed(

@@ -74,6 +74,8 @@ class _Connection:
     """Set while the connection waits for its limits, a pause or a backoff."""
     announced: set[int] = field(default_factory=set)
     """Offsets whose wait was already published, so a backlog is announced once."""
+    arrived_in_turn: list[tuple[int, EmailRouted]] = field(default_factory=list)
+    """Arrivals while a turn runs: announced at its end if the connection then waits."""
 
 
 class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -181,7 +183,9 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         connection = self._connection(routed, record.partition)
         connection.queue.push(record.offset, routed)
         now_s = self._clock().timestamp()
-        if connection.waiting_until_s is not None and connection.waiting_until_s > now_s:
+        if connection.in_turn:
+            connection.arrived_in_turn.append((record.offset, routed))
+        elif connection.waiting_until_s is not None and connection.waiting_until_s > now_s:
             # It joins a queue that is waiting: say so now, even if it stays only a reference.
             connection.announced.add(record.offset)
             self._arrivals_to_announce.append((routed, connection.waiting_until_s, len(connection.queue)))
@@ -246,9 +250,15 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 retry_s = connection.book.throttle.retry_at_s if connection.book else None
                 due_s = next_s if next_s is not None else max(now_s, retry_s or now_s)
                 connection.waiting_until_s = due_s if due_s > now_s else None
+                if connection.waiting_until_s is not None:
+                    for offset, routed in connection.arrived_in_turn:
+                        if offset not in connection.announced:
+                            connection.announced.add(offset)
+                            self._arrivals_to_announce.append((routed, due_s, len(connection.queue)))
                 self._schedule(connection, due_s)
             else:
                 self._connections.pop(connection.key, None)
+            connection.arrived_in_turn.clear()
 
     def _book(self, connection: _Connection, record: ConnectionConfigured | None) -> ConnectionBook:
         policy = policy_for(record, self._registry.view) if record is not None else _UNTHROTTLED

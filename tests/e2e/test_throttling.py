@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from sendrail.events import ChannelKind, DeliveryStatus, EmailRequested, ThrottleConfigured
-from sendrail.mail.headers import SEND_ID_HEADER
+from sendrail.bus.codec import encode
+from sendrail.events import ChannelKind, DeliveryStatus, EmailRequested, Source
 from sendrail.sandbox.mail_sandbox import MailSandbox
-from sendrail.topics import OUTBOUND_SMTP, connection_key
-from support.accounts import Account, Accounts
+from sendrail.settings import Settings
+from sendrail.topics import OUTBOUND_SMTP, REQUESTS, connection_key
+from support.accounts import Accounts
 from support.delivery import final_event
 from support.event_log import EventLog
-from support.services import InProcessServices
+from support.services import InProcessServices, environment
+from support.throttling import all_sent, arrival_times, most_in_any_window, throttle
 from support.waiting import wait_until
-
-
-async def throttle(accounts: Accounts, account: Account, **settings: object) -> None:
-    await accounts.publish(ThrottleConfigured(tenant_id=account.tenant_id,
-                                              connection_id=account.connection_id,
-                                              updated_at=datetime.now(UTC), **settings))
-
-
-def arrival_times(mail: MailSandbox, kind: ChannelKind, requests: list[EmailRequested]) -> list[float]:
-    """When the server accepted each of these sends: what the provider counts."""
-    wanted = {str(r.send_id).encode() for r in requests}
-    times = [e.received_at_s for e in mail.received(kind.value)
-             if any(f"{SEND_ID_HEADER}: ".encode() + w in e.content for w in wanted)]
-    return sorted(times)
-
-
-def most_in_any_window(times: list[float], window_s: float) -> int:
-    """The largest number of sends in any interval (t - window_s, t]."""
-    return max(sum(1 for u in times if t - window_s < u <= t) for t in times)
-
-
-async def all_sent(events: EventLog, requests: list[EmailRequested], timeout_s: float) -> None:
-    ids = {r.send_id for r in requests}
-    await wait_until(lambda: ids <= {e.send_id for e in events.delivery
-                                     if e.status is DeliveryStatus.SENT},
-                     timeout_s=timeout_s, what=f"{len(ids)} sends")
 
 
 async def test_batches_never_exceed_the_window_and_follow_each_other_without_idling(
@@ -63,8 +43,20 @@ async def test_batches_never_exceed_the_window_and_follow_each_other_without_idl
     assert waits and all(e.next_attempt_at is not None and "limits" in (e.reason or "") for e in waits)
 
 
-async def test_a_new_throttle_setting_applies_to_a_running_sender(
-    tenant: str, accounts: Accounts, send, events: EventLog, mail: MailSandbox
+async def sendrail(settings: Settings, cwd: Path, *args: str) -> str:
+    """Run the `sendrail` command as a person would, against the test broker."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sendrail.cli", *args, cwd=cwd,
+        env={**os.environ, **environment(settings)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def test_a_throttle_changed_with_the_cli_applies_to_the_running_sender(
+    tenant: str, accounts: Accounts, send, events: EventLog, mail: MailSandbox,
+    settings: Settings, tmp_path: Path,
 ) -> None:
     account = await accounts.user(tenant, "cy", ChannelKind.CUSTOM_SMTP)
     await throttle(accounts, account, batch_size=2, batch_wait_s=600.0)
@@ -75,7 +67,10 @@ async def test_a_new_throttle_setting_applies_to_a_running_sender(
     await wait_until(lambda: any(e.send_id == requests[3].send_id and e.status is DeliveryStatus.DEFERRED
                                  for e in events.delivery), timeout_s=20, what="the wait announced")
 
-    await throttle(accounts, account, batch_size=10, batch_wait_s=600.0)  # as `sendrail throttle set` does
+    await sendrail(settings, tmp_path, "throttle", "set", "--tenant", tenant, "--connection",
+                   account.connection_id, "--batch-size", "10")
+    shown = await sendrail(settings, tmp_path, "throttle", "show", "--tenant", tenant)
+    assert f"connection {account.connection_id}" in shown and "batch_size=10" in shown
 
     await all_sent(events, requests, timeout_s=20)  # long before the old 600 s batch wait
 
@@ -162,9 +157,6 @@ async def test_more_recipients_than_the_provider_takes_fail_before_sending(
     tenant: str, accounts: Accounts, producer, services, events: EventLog, mail: MailSandbox
 ) -> None:
     account = await accounts.user(tenant, "mo", ChannelKind.GMAIL)
-    from sendrail.bus.codec import encode
-    from sendrail.events import Source
-    from sendrail.topics import REQUESTS
     request = EmailRequested(
         idempotency_key=uuid.uuid4().hex, tenant_id=tenant, user_id="mo", identity=account.address,
         source=Source.API, to=[f"r{i}@example.org" for i in range(101)], subject="Hi", text="Hi",

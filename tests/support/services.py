@@ -46,3 +46,20 @@ class InProcessServices:
     async def stop_all(self) -> None:
         for name in list(self._running):
             await self.stop(name)
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The settings as the SENDRAIL_* variables a service process reads."""
+    assert settings.secrets.secret_key is not None and settings.tls.ca_file is not None
+    sender = settings.sender
+    return {
+        "SENDRAIL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "SENDRAIL_SECRET_KEY": settings.secrets.secret_key.get_secret_value(),
+        "SENDRAIL_TLS_CA_FILE": str(settings.tls.ca_file),
+        "SENDRAIL_OAUTH_GOOGLE_TOKEN_URL": settings.oauth.google_token_url,
+        "SENDRAIL_OAUTH_MICROSOFT_TOKEN_URL": settings.oauth.microsoft_token_url,
+        "SENDRAIL_SENDER_SESSION_IDLE_S": str(sender.session_idle_s),
+        "SENDRAIL_SENDER_COMMIT_INTERVAL_S": str(sender.commit_interval_s),
+        "SENDRAIL_SENDER_RETRY_BACKOFF_BASE_S": str(sender.retry_backoff_base_s),
+        "SENDRAIL_SENDER_RETRY_BACKOFF_MAX_S": str(sender.retry_backoff_max_s),
+    }

@@ -5,13 +5,17 @@
 VENV      := .venv
 BIN       := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
+# Real bounce messages for the parser's tests: flufl.bounce's source distribution carries
+# about 115 of them with the addresses its own tests expect. Fetched, never committed.
+CORPUS    := .cache/corpus
+FLUFL_BOUNCE := 6.0.0
 TEST_TIMEOUT_S := 900
 
 BENCH_REPORT := reports/bench.json
 
 .PHONY: setup run demo bench test test-unit test-integration lint typecheck schema clean
 
-setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched
+setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched $(CORPUS)/.fetched
 
 system-packages:
 	@sh sandbox/install-system-packages.sh
@@ -29,6 +33,13 @@ $(KAFKA_LIBS)/.fetched: sandbox/kafka-pom.xml
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f sandbox/kafka-pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	touch $@
+
+$(CORPUS)/.fetched: Makefile | $(VENV)/.installed
+	rm -rf $(CORPUS) && mkdir -p $(CORPUS)
+	$(BIN)/pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+	    flufl.bounce==$(FLUFL_BOUNCE) -d $(CORPUS)
+	tar -xzf $(CORPUS)/flufl_bounce-$(FLUFL_BOUNCE).tar.gz -C $(CORPUS)
 	touch $@
 
 run: setup

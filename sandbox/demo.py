@@ -24,7 +24,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from sendrail.bus.clients import make_consumer, make_producer, wait_for_broker
-from sendrail.bus.codec import decode, encode
+from sendrail.bus.codec import decode, decode_analytics, encode
 from sendrail.clock import system_clock
 from sendrail.events import (
     FINAL_STATUSES,
@@ -42,7 +42,14 @@ from sendrail.sandbox.ports import free_port
 from sendrail.sandbox.sample_users import SAMPLE_USERS, SampleUser
 from sendrail.sandbox.stack import SANDBOX_INFO_VARIABLE, LocalStack
 from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings
-from sendrail.topics import BOUNCES, DELIVERY, REQUESTS, WATCHER_CHECKPOINTS
+from sendrail.topics import (
+    BOUNCES,
+    DELIVERY,
+    REQUESTS,
+    SUPPRESSION,
+    WATCHER_CHECKPOINTS,
+    suppression_key,
+)
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,14 @@ def _request(user: SampleUser, run_id: str, n: int, to: str, template: str,
     )
 
 
+def bouncing_address(run_id: str, user_id: str, bounce_domain: str) -> str:
+    """New for each run: a hard bounce suppresses the address for the tenant."""
+    return f"gone-{run_id}-{user_id}@{bounce_domain}"
+
+
 def plan(run_id: str, bounce_domain: str) -> tuple[list[tuple[EmailRequested, Expected]], bytes, str]:
     """The campaign: what is sent and what must become of it."""
-    users = {u.user_id: u for u in SAMPLE_USERS}
-    bouncing = f"no-such-user@{bounce_domain}"
+    users = users_by_id()
     planned: list[tuple[EmailRequested, Expected]] = []
     n = 0
     for user in SAMPLE_USERS:
@@ -89,7 +100,8 @@ def plan(run_id: str, bounce_domain: str) -> tuple[list[tuple[EmailRequested, Ex
         n += 1
         user = users[user_id]
         watched = user.kind in {ChannelKind.GMAIL, ChannelKind.EXCHANGE_ONLINE}
-        planned.append((_request(user, run_id, n, bouncing, "follow-up"),
+        planned.append((_request(user, run_id, n, bouncing_address(run_id, user_id, bounce_domain),
+                                 "follow-up"),
                         Expected(f"{user_id} -> {bounce_domain}", DeliveryStatus.SENT, user.kind,
                                  bounces=watched)))
     n += 1
@@ -148,6 +160,23 @@ async def _wait_for_watchers(kafka: KafkaSettings, deadline_s: float) -> None:
         await consumer.stop()
 
 
+def users_by_id() -> dict[str, SampleUser]:
+    return {u.user_id: u for u in SAMPLE_USERS}
+
+
+async def _wait_for_suppression(kafka: KafkaSettings, tenant_id: str, address: str,
+                                deadline_s: float) -> None:
+    consumer = make_consumer(kafka, SUPPRESSION.name, group_id=None, client_id="sendrail-demo")
+    await consumer.start()
+    try:
+        async with asyncio.timeout(deadline_s):
+            async for record in consumer:
+                if record.key == suppression_key(tenant_id, address) and record.value:
+                    return
+    finally:
+        await consumer.stop()
+
+
 async def _collect(consumer: AIOKafkaConsumer, outcomes: dict[uuid.UUID, Outcome], deadline_s: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(deadline_s):
@@ -159,10 +188,12 @@ async def _collect(consumer: AIOKafkaConsumer, outcomes: dict[uuid.UUID, Outcome
                         if outcome is not None and event.status in FINAL_STATUSES:
                             outcome.final = event
                     else:
-                        bounce = decode(BounceDetected, record.value or b"")
-                        outcome = outcomes.get(bounce.send_id) if bounce.send_id else None
+                        finding = decode_analytics(record.value or b"")
+                        if not isinstance(finding, BounceDetected):
+                            continue
+                        outcome = outcomes.get(finding.send_id) if finding.send_id else None
                         if outcome is not None:
-                            outcome.bounces.append(bounce)
+                            outcome.bounces.append(finding)
                     if all(o.done for o in outcomes.values()):
                         return
 
@@ -211,6 +242,15 @@ async def run_demo(*, deadline_s: float) -> int:
             await producer.flush()
             print(f"published {len(outcomes)} requests for campaign demo-{run_id}; waiting for outcomes ...")
             await _collect(consumer, outcomes, deadline_s)
+            # The bounce put alice's address on acme's suppression list: one more try is refused.
+            retry = _request(users_by_id()["alice"], run_id, 99,
+                             bouncing_address(run_id, "alice", info.bounce_domain), "follow-up")
+            outcomes[retry.send_id] = Outcome(Expected("alice -> suppressed address",
+                                                       DeliveryStatus.SUPPRESSED, None))
+            templates[retry.send_id] = retry.template_id
+            await _wait_for_suppression(kafka, "acme", retry.to[0], deadline_s)
+            await producer.send_and_wait(REQUESTS.name, encode(retry), key=b"acme/alice")
+            await _collect(consumer, outcomes, deadline_s)
         finally:
             await producer.stop()
             await consumer.stop()
@@ -232,9 +272,9 @@ def _print_summary(outcomes: dict[uuid.UUID, Outcome], problems: dict[uuid.UUID,
                    else "(no channel)")
         status = outcome.final.status.value if outcome.final else "pending"
         per_channel.setdefault(channel, Counter())[status] += 1
-    print("\nper channel            sent  failed  dead-lettered  pending")
+    print("\nper channel            sent  failed  suppressed  dead-lettered  pending")
     for channel, counts in sorted(per_channel.items()):
-        print(f"  {channel:<20} {counts['sent']:>4}  {counts['failed']:>6}  "
+        print(f"  {channel:<20} {counts['sent']:>4}  {counts['failed']:>6}  {counts['suppressed']:>10}  "
               f"{counts['dead_lettered']:>13}  {counts['pending']:>7}")
     print(f"\nbounces of campaign {campaign}:")
     for outcome in outcomes.values():

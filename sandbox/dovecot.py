@@ -273,6 +273,13 @@ log_path = {root}/log/dovecot.log
 auth_verbose = yes
 # Process titles show each session's user and command (IDLE included).
 verbose_proctitle = yes
+# Hundreds of watched mailboxes at once: one TLS proxy (imap-login) and one imap process
+# per session.
+default_process_limit = 2000
+default_client_limit = 8000
+# IDLE learns of new mail through inotify; where the kernel's inotify instances run out
+# (128 per user by default), Dovecot checks the mailbox this often instead.
+mailbox_idle_check_interval = 1 secs
 
 protocols = imap
 listen = 127.0.0.1

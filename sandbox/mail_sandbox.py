@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import email.message
 import json
+import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -200,6 +201,13 @@ class MailSandbox:
     def received(self, server: str) -> list[ReceivedEnvelope]:
         """What that server accepted so far, oldest first."""
         return self._servers[server].received
+
+    def deliver(self, address: str, message: bytes, *, return_path: str = "") -> None:
+        """Put `message` in the Maildir of `address`, as mail arriving from elsewhere would
+        (an auto-reply, a complaint, another system's bounce)."""
+        if self._maildirs is None:
+            raise RuntimeError("the mail sandbox is not running")
+        self._maildirs.deliver(address, message, return_path=return_path, now_s=time.time())
 
     def mailbox(self, address: str) -> list[email.message.EmailMessage]:
         """The messages in the Maildir of `address`, oldest first (empty if it has none)."""

@@ -114,9 +114,12 @@ class DeliveryStatus(StrEnum):
     DEFERRED = "deferred"
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
+    SUPPRESSED = "suppressed"
+    """Refused: a recipient is on the tenant's suppression list."""
 
 
-FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTERED})
+FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTERED,
+                            DeliveryStatus.SUPPRESSED})
 
 
 class DeliveryEvent(_Event):
@@ -174,9 +177,44 @@ class RequestDeadLettered(_Event):
 # --- bounces -------------------------------------------------------------------------
 
 
+class _MailboxFinding(_Event):
+    """What the bounce watcher found in a sender's inbox, tied to a send when it can be."""
+
+    schema_version: Literal[1] = 1
+    tenant_id: str
+    connection_id: str
+    channel: ChannelKind
+    correlated: bool
+    send_id: uuid.UUID | None = None
+    user_id: str | None = None
+    identity: str | None = None
+    campaign_id: str | None = None
+    template_id: str | None = None
+    detected_at: AwareDatetime
+
+
+class AutoReplyDetected(_MailboxFinding):
+    """An automatic reply (RFC 3834: out of office, vacation) to a send: not a bounce."""
+
+    event: Literal["auto_reply"] = "auto_reply"
+    finding_id: uuid.UUID
+    address: str
+    """Who replied."""
+
+
+class ComplaintDetected(_MailboxFinding):
+    """A spam complaint about a send (ARF, RFC 5965): not a bounce."""
+
+    event: Literal["complaint"] = "complaint"
+    finding_id: uuid.UUID
+    address: str
+    """Who complained."""
+
+
 class BounceDetected(_Event):
     """A bounce found in a sender's inbox, tied to its send when the evidence allows."""
 
+    event: Literal["bounce"] = "bounce"
     schema_version: Literal[1] = 1
     bounce_id: uuid.UUID
     """Derived from the mailbox position, so a re-read message yields the same id."""
@@ -196,6 +234,24 @@ class BounceDetected(_Event):
     campaign_id: str | None = None
     template_id: str | None = None
     detected_at: AwareDatetime
+
+
+AnalyticsEvent = Annotated[
+    BounceDetected | AutoReplyDetected | ComplaintDetected, Field(discriminator="event")
+]
+"""What the analytics topic carries, told apart by `event`."""
+
+
+class AddressSuppressed(_Event):
+    """An address the tenant no longer sends to: a hard bounce, repeated soft ones, an admin."""
+
+    schema_version: Literal[1] = 1
+    tenant_id: Identifier
+    address: EmailAddress
+    source: Literal["hard_bounce", "soft_bounces", "admin"]
+    reason: str
+    bounce_id: uuid.UUID | None = None
+    suppressed_at: AwareDatetime
 
 
 class WatcherCheckpoint(_Event):

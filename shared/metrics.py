@@ -13,7 +13,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 requests_routed = Counter(
     "sendrail_requests_routed_total",
     "Send requests the router handled, by chosen channel and outcome.",
-    ["channel", "outcome"],  # outcome: routed, held, refused, dead_lettered
+    ["channel", "outcome"],  # outcome: routed, held, failed, suppressed, dead_lettered
     registry=REGISTRY,
 )
 emails_delivered = Counter(

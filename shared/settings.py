@@ -104,6 +104,10 @@ class WatcherSettings(BaseSettings):
     connect_timeout_s: float = 30.0
     reconnect_backoff_max_s: float = 60.0
     fetch_batch: int = 50
+    soft_bounces_to_suppress: int = 0
+    """Soft bounces of one address within the window that put it on the suppression list;
+    0 never does (hard bounces always do)."""
+    soft_bounce_window_s: float = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,13 @@ DELIVERY = Topic(
 )
 BOUNCES = Topic(
     "sendrail.bounces", events.BounceDetected, "tenant_id",
-    "The analytics topic: bounces tied to their send, campaign and template.",
+    "The analytics topic: bounces (and auto-replies and complaints, by their `event` field) "
+    "tied to their send, campaign and template.",
+)
+SUPPRESSION = Topic(
+    "sendrail.suppression", events.AddressSuppressed, "tenant_id/address",
+    "Each tenant's suppression list; a deleted key lifts the suppression.",
+    partitions=1, compacted=True,
 )
 DEAD_LETTER = Topic(
     "sendrail.dead-letter", events.RequestDeadLettered, "the original message's key",
@@ -79,7 +85,7 @@ THROTTLE_STATE = Topic(
 
 ALL_TOPICS = (
     REQUESTS, REGISTRY, OUTBOUND_GMAIL, OUTBOUND_EXCHANGE, OUTBOUND_SMTP, HELD, DELIVERY,
-    BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS, THROTTLE_STATE,
+    BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS, THROTTLE_STATE, SUPPRESSION,
 )
 
 OUTBOUND_BY_CHANNEL = {
@@ -90,6 +96,10 @@ OUTBOUND_BY_CHANNEL = {
     events.ChannelKind.TEAM_SMTP: OUTBOUND_SMTP,
     events.ChannelKind.LEGACY: OUTBOUND_SMTP,
 }
+
+
+def suppression_key(tenant_id: str, address: str) -> bytes:
+    return f"{tenant_id}/{address}".encode()
 
 
 def connection_key(tenant_id: str, connection_id: str) -> bytes:

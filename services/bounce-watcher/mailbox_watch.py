@@ -26,9 +26,11 @@ from sendrail.bounces.parser import parse_notice
 from sendrail.bus.publisher import Publisher
 from sendrail.errors import ConnectionBroken, TransientError
 from sendrail.events import (
+    BounceDetected,
     ChannelKind,
     ConnectionConfigured,
     ConnectionHealthChanged,
+    DeliveryEvent,
     ImapServer,
     WatcherCheckpoint,
     registry_key,
@@ -36,12 +38,26 @@ from sendrail.events import (
 from sendrail.mail.imap import ImapAuthFailed, ImapError, ImapMailbox
 from sendrail.mail.oauth import AccessTokenSource
 from sendrail.metrics import bounces_detected, mailbox_messages_read
-from sendrail.services.bounce_watcher.bounce_events import bounce_events
+from sendrail.services.bounce_watcher.bounce_events import mailbox_findings
 from sendrail.services.bounce_watcher.correlation import SendIndex
+from sendrail.services.bounce_watcher.suppression import (
+    SoftBounceHistory,
+    SoftBounceRule,
+    suppression_for,
+)
 from sendrail.settings import WatcherSettings
-from sendrail.topics import BOUNCES, REGISTRY, WATCHER_CHECKPOINTS, connection_key
+from sendrail.topics import (
+    BOUNCES,
+    REGISTRY,
+    SUPPRESSION,
+    WATCHER_CHECKPOINTS,
+    connection_key,
+    suppression_key,
+)
 
 log = structlog.get_logger(__name__)
+
+FINDING_KINDS = frozenset({NoticeKind.BOUNCE, NoticeKind.AUTO_REPLY, NoticeKind.COMPLAINT})
 
 PROVIDER_IMAP = {
     ChannelKind.GMAIL: ImapServer(host="imap.gmail.com", port=993),
@@ -61,6 +77,8 @@ class WatchContext:
     tls_context: ssl.SSLContext
     settings: WatcherSettings
     clock: Callable[[], datetime]
+    soft_bounce_rule: SoftBounceRule
+    soft_bounces: SoftBounceHistory
 
 
 class MailboxWatcher:
@@ -151,19 +169,32 @@ class MailboxWatcher:
     async def _handle(self, uid: int, raw: bytes, uidvalidity: int) -> None:
         notice = parse_notice(raw)
         mailbox_messages_read.labels(notice.kind.value).inc()
+        if notice.kind not in FINDING_KINDS:
+            return
         tenant_id, connection_id = self._key
         sends = self._context.sends
-        sent = sends.find(notice, tenant_id=tenant_id, connection_id=connection_id)
-        if sent is None and notice.kind is NoticeKind.BOUNCE:
-            await self._context.catch_up_sends()
-            sent = sends.find(notice, tenant_id=tenant_id, connection_id=connection_id)
-        for event in bounce_events(notice, self._connection, uidvalidity=uidvalidity, uid=uid,
-                                   sent=sent, now=self._context.clock()):
-            await self._publisher.publish(BOUNCES, event, key=tenant_id.encode())
-            bounces_detected.labels(event.channel.value, "hard" if event.hard else "soft",
-                                    str(event.correlated).lower()).inc()
-            log.info("bounce", connection=connection_id, reason=event.reason, hard=event.hard,
-                     send_id=str(event.send_id) if event.send_id else None)
+        if sends.find(notice, tenant_id=tenant_id, connection_id=connection_id) is None:
+            await self._context.catch_up_sends()  # a notice can overtake its `sent` event
+
+        def sent_for(address: str | None) -> DeliveryEvent | None:
+            return sends.find(notice, tenant_id=tenant_id, connection_id=connection_id,
+                              recipient=address)
+
+        now = self._context.clock()
+        for finding in mailbox_findings(notice, self._connection, uidvalidity=uidvalidity, uid=uid,
+                                        sent_for=sent_for, now=now):
+            await self._publisher.publish(BOUNCES, finding, key=tenant_id.encode())
+            if isinstance(finding, BounceDetected):
+                bounces_detected.labels(finding.channel.value, "hard" if finding.hard else "soft",
+                                        str(finding.correlated).lower()).inc()
+                log.info("bounce", connection=connection_id, reason=finding.reason,
+                         hard=finding.hard, send_id=str(finding.send_id) if finding.send_id else None)
+                suppressed = suppression_for(finding, self._context.soft_bounces,
+                                             self._context.soft_bounce_rule, now)
+                if suppressed is not None:
+                    await self._publisher.publish(
+                        SUPPRESSION, suppressed,
+                        key=suppression_key(suppressed.tenant_id, suppressed.address))
 
     async def _checkpoint(self, uidvalidity: int, last_uid: int) -> None:
         """Written only after the bounces before it are acknowledged: a crash repeats, never skips."""

@@ -10,11 +10,11 @@ import structlog
 from pydantic import ValidationError
 
 from sendrail.bus.clients import ensure_topics, make_producer
-from sendrail.bus.codec import decode
+from sendrail.bus.codec import decode, decode_analytics
 from sendrail.bus.table import TopicFollower
 from sendrail.clock import system_clock
 from sendrail.delivery.credentials import access_tokens_for, with_rotated_token
-from sendrail.events import ConnectionConfigured, DeliveryEvent, WatcherCheckpoint
+from sendrail.events import BounceDetected, ConnectionConfigured, DeliveryEvent, WatcherCheckpoint
 from sendrail.mail.oauth import AccessTokenSource, TokenEndpoint
 from sendrail.mail.tls import client_tls_context
 from sendrail.registry.store import RegistryStore, publish_record
@@ -23,8 +23,9 @@ from sendrail.service import ServiceState
 from sendrail.services.bounce_watcher.correlation import SendIndex
 from sendrail.services.bounce_watcher.mailbox_watch import WatchContext
 from sendrail.services.bounce_watcher.supervisor import WatcherSupervisor
+from sendrail.services.bounce_watcher.suppression import SoftBounceHistory, SoftBounceRule
 from sendrail.settings import Settings
-from sendrail.topics import DELIVERY, WATCHER_CHECKPOINTS
+from sendrail.topics import BOUNCES, DELIVERY, WATCHER_CHECKPOINTS
 
 SERVICE = "sendrail-bounce-watcher"
 log = structlog.get_logger(__name__)
@@ -71,11 +72,34 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
         def tokens_for(connection: ConnectionConfigured) -> AccessTokenSource:
             return access_tokens_for(connection, endpoint, secrets, store_rotated)
 
+        # Soft bounces counted before a restart still count (the bounces topic has them).
+        soft_bounces = SoftBounceHistory()
+        soft_rule = SoftBounceRule(settings.watcher.soft_bounces_to_suppress,
+                                   settings.watcher.soft_bounce_window_s)
+        if soft_rule.limit > 0:
+            await _recount_soft_bounces(settings, soft_bounces, soft_rule)
         context = WatchContext(
             producer=producer, checkpoints=checkpoints, sends=sends,
             catch_up_sends=delivery_follower.caught_up, tls_context=client_tls_context(settings.tls),
             settings=settings.watcher, clock=system_clock,
+            soft_bounce_rule=soft_rule, soft_bounces=soft_bounces,
         )
         supervisor = WatcherSupervisor(registry.view, context, tokens_for)
         state.ready = True
         await supervisor.run(stop)
+
+
+async def _recount_soft_bounces(settings: Settings, history: SoftBounceHistory,
+                                rule: SoftBounceRule) -> None:
+    def apply(_: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        with contextlib.suppress(ValidationError):
+            finding = decode_analytics(value)
+            if isinstance(finding, BounceDetected) and not finding.hard:
+                history.record(finding.tenant_id, finding.recipient,
+                               finding.detected_at.timestamp(), rule.window_s)
+
+    follower = TopicFollower(settings.kafka, BOUNCES.name, apply, client_id=f"{SERVICE}-recount")
+    await follower.start()  # returns once it has read to the end
+    await follower.stop()

@@ -14,6 +14,7 @@ from sendrail.service import ServiceState
 from sendrail.services.router.held import HeldMailReleaser
 from sendrail.services.router.routing import Router
 from sendrail.settings import Settings
+from sendrail.suppression.store import SuppressionList
 from sendrail.topics import HELD, REQUESTS
 
 SERVICE = "sendrail-router"
@@ -23,8 +24,10 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
     await ensure_topics(settings.kafka)
     async with contextlib.AsyncExitStack() as stack:
         registry = RegistryStore(settings.kafka, client_id=SERVICE)
-        await registry.start()
-        stack.push_async_callback(registry.stop)
+        suppression = SuppressionList(settings.kafka, client_id=SERVICE)
+        for table in (registry, suppression):
+            await table.start()
+            stack.push_async_callback(table.stop)
         producer = make_producer(settings.kafka, client_id=SERVICE)
         await producer.start()
         stack.push_async_callback(producer.stop)
@@ -35,7 +38,7 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
             await consumer.start()
             stack.push_async_callback(consumer.stop)
         router_out, held_out = Publisher(producer), Publisher(producer)
-        router = Router(registry, router_out, system_clock)
+        router = Router(registry, suppression, router_out, system_clock)
         releaser = HeldMailReleaser(registry, held_out, system_clock,
                                     expiry_s=settings.sender.held_expiry_s,
                                     recheck_s=settings.sender.held_recheck_s)

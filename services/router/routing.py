@@ -25,6 +25,7 @@ from sendrail.events import (
 from sendrail.metrics import requests_routed
 from sendrail.registry.store import RegistryStore
 from sendrail.services.router.rules import Refusal, Route, choose_route
+from sendrail.suppression.store import SuppressionList
 from sendrail.topics import DEAD_LETTER, DELIVERY, HELD, OUTBOUND_BY_CHANNEL, connection_key
 
 log = structlog.get_logger(__name__)
@@ -56,8 +57,10 @@ def _identify(raw: bytes) -> tuple[str | None, uuid.UUID | None]:
 
 
 class Router:
-    def __init__(self, registry: RegistryStore, publisher: Publisher, clock: Clock) -> None:
+    def __init__(self, registry: RegistryStore, suppression: SuppressionList, publisher: Publisher,
+                 clock: Clock) -> None:
         self._registry = registry
+        self._suppression = suppression
         self._publisher = publisher
         self._clock = clock
 
@@ -70,6 +73,13 @@ class Router:
             request = decode(EmailRequested, record.value or b"")
         except ValidationError as error:
             await self._dead_letter(record, f"invalid send request: {_describe(error)}")
+            return
+        suppressed = self._suppression.suppressed(request.tenant_id, request.recipients)
+        if suppressed:
+            await self._refuse(request, Refusal(
+                "suppressed recipients: " + "; ".join(f"{s.address} ({s.reason})" for s in suppressed)
+                + ". Remove them from the request, or lift the suppression with "
+                  "`sendrail suppression remove`"), DeliveryStatus.SUPPRESSED)
             return
         decision = choose_route(request, self._registry.view)
         if isinstance(decision, Refusal):
@@ -103,15 +113,16 @@ class Router:
         await self._publisher.publish(DELIVERY, event, key=str(routed.send_id).encode())
         requests_routed.labels(connection.kind.value, outcome).inc()
 
-    async def _refuse(self, request: EmailRequested, refusal: Refusal) -> None:
+    async def _refuse(self, request: EmailRequested, refusal: Refusal,
+                      status: DeliveryStatus = DeliveryStatus.FAILED) -> None:
         event = DeliveryEvent(
-            status=DeliveryStatus.FAILED, send_id=request.send_id, tenant_id=request.tenant_id,
+            status=status, send_id=request.send_id, tenant_id=request.tenant_id,
             user_id=request.user_id, identity=request.identity, campaign_id=request.campaign_id,
             template_id=request.template_id, recipients=request.recipients,
             reason=refusal.reason, occurred_at=self._clock(),
         )
         await self._publisher.publish(DELIVERY, event, key=str(request.send_id).encode())
-        requests_routed.labels("none", "refused").inc()
+        requests_routed.labels("none", status.value).inc()
         log.info("request refused", send_id=str(request.send_id), tenant=request.tenant_id,
                  reason=refusal.reason)
 

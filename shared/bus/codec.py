@@ -6,11 +6,12 @@ from typing import TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-from sendrail.events import RegistryRecord
+from sendrail.events import AnalyticsEvent, RegistryRecord
 
 M = TypeVar("M", bound=BaseModel)
 
 _REGISTRY_ADAPTER: TypeAdapter[RegistryRecord] = TypeAdapter(RegistryRecord)
+_ANALYTICS_ADAPTER: TypeAdapter[AnalyticsEvent] = TypeAdapter(AnalyticsEvent)
 
 
 def encode(event: BaseModel) -> bytes:
@@ -24,3 +25,7 @@ def decode(model: type[M], raw: bytes) -> M:
 
 def decode_registry(raw: bytes) -> RegistryRecord:
     return _REGISTRY_ADAPTER.validate_json(raw)
+
+
+def decode_analytics(raw: bytes) -> AnalyticsEvent:
+    return _ANALYTICS_ADAPTER.validate_json(raw)

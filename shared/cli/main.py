@@ -9,7 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
-from sendrail.cli import bench, local, messages, registry_commands, schema
+from sendrail.cli import bench, bounces, local, messages, registry_commands, schema, suppression
 from sendrail.errors import SendrailError
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "reach the local stack through .cache/local.env.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (local, registry_commands, messages, schema, bench):
+    for module in (local, registry_commands, messages, bounces, suppression, schema, bench):
         module.register(commands)
     return parser
 

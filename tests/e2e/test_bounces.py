@@ -26,14 +26,14 @@ async def test_a_bounce_becomes_an_event_tied_to_its_send_campaign_and_template(
         account = await accounts.user(tenant, f"u-{kind.value}", kind)
         await watched(events, account)
         request = await send(tenant, account.user_id, account.address,
-                             to=f"ghost@{mail.info.bounce_domain}", campaign="spring",
+                             to=f"ghost-{kind.value}@{mail.info.bounce_domain}", campaign="spring",
                              template=f"intro-{kind.value}")
         assert (await final_event(events, request.send_id)).status is DeliveryStatus.SENT
 
         bounce = await events.wait_for(events.bounces, lambda b, r=request: b.send_id == r.send_id,
                                        what=f"the {kind.value} bounce event")
         assert bounce.correlated
-        assert bounce.recipient == f"ghost@{mail.info.bounce_domain}"
+        assert bounce.recipient == f"ghost-{kind.value}@{mail.info.bounce_domain}"
         assert (bounce.campaign_id, bounce.template_id) == ("spring", f"intro-{kind.value}")
         assert (bounce.tenant_id, bounce.user_id, bounce.channel) == (tenant, account.user_id, kind)
         assert bounce.hard and bounce.reason == "userunknown"
@@ -51,7 +51,7 @@ async def test_no_bounce_is_read_from_an_on_premises_exchange_mailbox(
                      what="the on-premises server's bounce in olga's mailbox")
     # A later bounce in a watched mailbox is the marker: once it is published, the watcher
     # has had every chance to publish the earlier one, had it read that mailbox.
-    marker = await send(tenant, "gus", gmail.address, to=f"ghost@{mail.info.bounce_domain}")
+    marker = await send(tenant, "gus", gmail.address, to=f"marker@{mail.info.bounce_domain}")
     await events.wait_for(events.bounces, lambda b: b.send_id == marker.send_id,
                           what="the marker bounce")
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +14,10 @@ from sendrail.sandbox.mail_sandbox import MailSandbox
 from sendrail.settings import Settings
 from sendrail.topics import OUTBOUND_SMTP, REQUESTS, connection_key
 from support.accounts import Accounts
+from support.cli import sendrail
 from support.delivery import final_event
 from support.event_log import EventLog
-from support.services import InProcessServices, environment
+from support.services import InProcessServices
 from support.throttling import all_sent, arrival_times, most_in_any_window, throttle
 from support.waiting import wait_until
 
@@ -41,17 +39,6 @@ async def test_batches_never_exceed_the_window_and_follow_each_other_without_idl
     waits = [e for e in events.delivery if e.status is DeliveryStatus.DEFERRED
              and e.send_id in {r.send_id for r in requests}]
     assert waits and all(e.next_attempt_at is not None and "limits" in (e.reason or "") for e in waits)
-
-
-async def sendrail(settings: Settings, cwd: Path, *args: str) -> str:
-    """Run the `sendrail` command as a person would, against the test broker."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sendrail.cli", *args, cwd=cwd,
-        env={**os.environ, **environment(settings)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
 
 
 async def test_a_throttle_changed_with_the_cli_applies_to_the_running_sender(

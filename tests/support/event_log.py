@@ -10,16 +10,19 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from sendrail.bus.clients import make_consumer
-from sendrail.bus.codec import decode, decode_registry
+from sendrail.bus.codec import decode, decode_analytics, decode_registry
 from sendrail.events import (
+    AddressSuppressed,
+    AutoReplyDetected,
     BounceDetected,
+    ComplaintDetected,
     DeliveryEvent,
     RegistryRecord,
     RequestDeadLettered,
     WatcherCheckpoint,
 )
 from sendrail.settings import KafkaSettings
-from sendrail.topics import BOUNCES, DEAD_LETTER, DELIVERY, REGISTRY, WATCHER_CHECKPOINTS
+from sendrail.topics import BOUNCES, DEAD_LETTER, DELIVERY, REGISTRY, SUPPRESSION, WATCHER_CHECKPOINTS
 from support.waiting import wait_until
 
 E = TypeVar("E", bound=BaseModel)
@@ -29,10 +32,13 @@ class EventLog:
     def __init__(self, kafka: KafkaSettings) -> None:
         self._consumer = make_consumer(
             kafka, DELIVERY.name, BOUNCES.name, DEAD_LETTER.name, REGISTRY.name,
-            WATCHER_CHECKPOINTS.name, group_id=None, client_id="test-event-log",
+            WATCHER_CHECKPOINTS.name, SUPPRESSION.name, group_id=None, client_id="test-event-log",
         )
         self.delivery: list[DeliveryEvent] = []
         self.bounces: list[BounceDetected] = []
+        self.findings: list[AutoReplyDetected | ComplaintDetected] = []
+        self.suppressions: list[tuple[bytes, AddressSuppressed | None]] = []
+        """(key, entry); None where the suppression was lifted."""
         self.dead_letters: list[RequestDeadLettered] = []
         self.registry: list[RegistryRecord] = []
         self.checkpoints: list[WatcherCheckpoint] = []
@@ -55,7 +61,14 @@ class EventLog:
             if record.topic == DELIVERY.name:
                 self.delivery.append(decode(DeliveryEvent, value))
             elif record.topic == BOUNCES.name:
-                self.bounces.append(decode(BounceDetected, value))
+                finding = decode_analytics(value)
+                if isinstance(finding, BounceDetected):
+                    self.bounces.append(finding)
+                else:
+                    self.findings.append(finding)
+            elif record.topic == SUPPRESSION.name:
+                self.suppressions.append((record.key or b"", decode(AddressSuppressed, value)
+                                          if value else None))
             elif record.topic == DEAD_LETTER.name:
                 self.dead_letters.append(decode(RequestDeadLettered, value))
             elif record.topic == REGISTRY.name and value:

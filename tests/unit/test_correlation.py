@@ -18,7 +18,7 @@ from sendrail.events import (
     SmtpServer,
     send_id_for,
 )
-from sendrail.services.bounce_watcher.bounce_events import bounce_events, bounce_id
+from sendrail.services.bounce_watcher.bounce_events import finding_id, mailbox_findings
 from sendrail.services.bounce_watcher.correlation import SendIndex
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -142,9 +142,15 @@ def gmail_connection(owner: str = "ann") -> ConnectionConfigured:
     )
 
 
+def findings(notice_: Notice, connection: ConnectionConfigured, *, uidvalidity: int, uid: int,
+             sent: DeliveryEvent | None, now: datetime) -> list[Any]:
+    return mailbox_findings(notice_, connection, uidvalidity=uidvalidity, uid=uid,
+                            sent_for=lambda _address: sent, now=now)
+
+
 def test_a_correlated_bounce_carries_its_send() -> None:
     recipients = (failed("gone@customer.example"), failed("full@customer.example", hard=False))
-    events = bounce_events(notice(recipients=recipients), gmail_connection(), uidvalidity=7,
+    events = findings(notice(recipients=recipients), gmail_connection(), uidvalidity=7,
                            uid=42, sent=sent(), now=T0)
     assert [e.recipient for e in events] == ["gone@customer.example", "full@customer.example"]
     assert [e.hard for e in events] == [True, False]
@@ -160,22 +166,23 @@ def test_a_correlated_bounce_carries_its_send() -> None:
 
 
 def test_an_uncorrelated_bounce_names_the_mailbox_owner_only() -> None:
-    (event,) = bounce_events(notice(), gmail_connection(), uidvalidity=7, uid=42, sent=None, now=T0)
+    (event,) = findings(notice(), gmail_connection(), uidvalidity=7, uid=42, sent=None, now=T0)
     assert not event.correlated
     assert event.user_id == "ann"
     assert (event.send_id, event.identity, event.campaign_id, event.template_id) == (
         None, None, None, None)
 
 
-@pytest.mark.parametrize("kind", [k for k in NoticeKind if k is not NoticeKind.BOUNCE])
-def test_notices_that_are_not_bounces_give_no_events(kind: NoticeKind) -> None:
-    assert bounce_events(notice(kind=kind), gmail_connection(), uidvalidity=7, uid=42,
+@pytest.mark.parametrize("kind", [k for k in NoticeKind if k not in {
+    NoticeKind.BOUNCE, NoticeKind.AUTO_REPLY, NoticeKind.COMPLAINT}])
+def test_notices_that_are_not_findings_give_no_events(kind: NoticeKind) -> None:
+    assert findings(notice(kind=kind), gmail_connection(), uidvalidity=7, uid=42,
                          sent=sent(), now=T0) == []
 
 
 def test_bounce_ids_are_stable_for_a_re_read_message() -> None:
-    first = bounce_events(notice(), gmail_connection(), uidvalidity=7, uid=42, sent=None, now=T0)
-    again = bounce_events(notice(), gmail_connection(), uidvalidity=7, uid=42, sent=sent(),
+    first = findings(notice(), gmail_connection(), uidvalidity=7, uid=42, sent=None, now=T0)
+    again = findings(notice(), gmail_connection(), uidvalidity=7, uid=42, sent=sent(),
                           now=datetime(2025, 1, 1, tzinfo=UTC))
     assert [e.bounce_id for e in first] == [e.bounce_id for e in again]
 
@@ -187,9 +194,32 @@ def test_bounce_ids_are_stable_for_a_re_read_message() -> None:
 )
 def test_bounce_ids_differ_by_mailbox_position_and_recipient(changes: dict[str, Any]) -> None:
     connection = gmail_connection()
-    base = bounce_id(connection, 7, 42, "gone@customer.example")
+    base = finding_id(connection, 7, 42, "gone@customer.example")
     moved = connection.model_copy(update={k: v for k, v in changes.items()
                                           if k in {"tenant_id", "connection_id"}})
-    changed = bounce_id(moved, changes.get("uidvalidity", 7), changes.get("uid", 42),
+    changed = finding_id(moved, changes.get("uidvalidity", 7), changes.get("uid", 42),
                         changes.get("recipient", "gone@customer.example"))
     assert changed != base
+
+
+def test_without_ids_the_latest_send_to_the_failed_recipient_is_the_one() -> None:
+    older, newer = sent(SEND_A, None), sent(SEND_B, None)
+    sends = index(older, newer)
+    bare = notice()  # no send-id header, no Message-ID, no References
+
+    assert sends.find(bare, tenant_id="acme", connection_id="ann-gmail") is None
+    found = sends.find(bare, tenant_id="acme", connection_id="ann-gmail",
+                       recipient="Gone@Customer.example")
+    assert found is not None and found.send_id == SEND_B
+    assert sends.find(bare, tenant_id="acme", connection_id="bob-gmail",
+                      recipient="gone@customer.example") is None
+
+
+@pytest.mark.parametrize(("kind", "event"), [(NoticeKind.AUTO_REPLY, "auto_reply"),
+                                             (NoticeKind.COMPLAINT, "complaint")])
+def test_auto_replies_and_complaints_are_findings_of_their_own(kind: NoticeKind, event: str) -> None:
+    (finding,) = findings(notice(kind=kind, recipients=(failed("lee@customer.example"),)),
+                          gmail_connection(), uidvalidity=7, uid=42, sent=sent(), now=T0)
+    assert finding.event == event
+    assert finding.address == "lee@customer.example"
+    assert finding.correlated and finding.send_id == SEND_A and finding.campaign_id == "spring"

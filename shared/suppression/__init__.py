@@ -1,0 +1,1 @@
+"""Each tenant's suppression list: addresses it no longer sends to."""

@@ -187,6 +187,17 @@ class Dovecot:
             ) from error
         log.info("dovecot.started", port=self._port, root_dir=str(self._root_dir))
 
+    async def kick(self, user: str) -> bool:
+        """Disconnect every IMAP session of `user` (the server says BYE), as a provider does
+        when it restarts or recycles connections; False if `user` had none."""
+        process = await asyncio.create_subprocess_exec(
+            "doveadm", "-c", str(self._config_file), "kick", user,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await process.communicate()
+        if process.returncode not in (0, 68):  # 68: nobody of that name was connected
+            raise DovecotFailed(f"doveadm kick {user} failed: {output.decode(errors='replace')}")
+        return process.returncode == 0
+
     async def stop(self) -> None:
         """Stop Dovecot and wait until none of its processes is left."""
         process, self._process = self._process, None

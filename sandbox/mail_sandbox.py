@@ -101,6 +101,7 @@ class MailSandbox:
         self._info: SandboxInfo | None = None
         self._stack = AsyncExitStack()
 
+        self._dovecot: Dovecot | None = None
     @property
     def info(self) -> SandboxInfo:
         if self._info is None:
@@ -162,6 +163,7 @@ class MailSandbox:
         )
         await dovecot.start()
         self._stack.push_async_callback(dovecot.stop)
+        self._dovecot = dovecot
 
         self._info = SandboxInfo(
             root_dir=self.root_dir,
@@ -201,6 +203,13 @@ class MailSandbox:
     def received(self, server: str) -> list[ReceivedEnvelope]:
         """What that server accepted so far, oldest first."""
         return self._servers[server].received
+
+    async def kick_imap(self, address: str) -> bool:
+        """Close every IMAP session of `address` from the server's side (BYE); False if
+        it had none."""
+        if self._dovecot is None:
+            raise RuntimeError("the mail sandbox is not running")
+        return await self._dovecot.kick(address)
 
     def deliver(self, address: str, message: bytes, *, return_path: str = "") -> None:
         """Put `message` in the Maildir of `address`, as mail arriving from elsewhere would

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 from datetime import UTC, datetime
@@ -11,14 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from sendrail.cli.common import Subcommands
+from sendrail.service import configure_logging
 
 
 async def bench(args: argparse.Namespace) -> int:
+    configure_logging(json=False, level=logging.WARNING)  # the JSON report is the output
+    from sendrail.sandbox.bench.bounces import parse_throughput, watcher_latency
     from sendrail.sandbox.bench.throttle import ThrottleBench, run_throttle_bench
 
     results: dict[str, Any] = {}
     if args.which in ("throttle", "all"):
         results.update(await run_throttle_bench(ThrottleBench()))
+    if args.which in ("bounces", "all"):
+        results["bounce_parse"] = parse_throughput()
+        results["bounce_watcher"] = await watcher_latency()
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": _cpus(), "python": platform.python_version()},
@@ -38,6 +45,6 @@ def _cpus() -> int:
 
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser("bench", help="run benchmarks on a local stack of their own")
-    parser.add_argument("which", choices=["throttle", "all"], nargs="?", default="all")
+    parser.add_argument("which", choices=["throttle", "bounces", "all"], nargs="?", default="all")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     parser.set_defaults(handler=bench)

@@ -79,3 +79,22 @@ async def test_a_restarted_watcher_repeats_no_bounce(
 
     mine = [b for b in events.bounces if b.connection_id == account.connection_id]
     assert sorted(b.send_id for b in mine) == sorted([first.send_id, second.send_id])
+
+
+async def test_a_watcher_kicked_off_with_an_expired_token_reconnects_and_misses_nothing(
+    tenant: str, accounts: Accounts, send, events: EventLog, mail: MailSandbox
+) -> None:
+    account = await accounts.user(tenant, "kay", ChannelKind.EXCHANGE_ONLINE)
+    await watched(events, account)
+    opened_before = sum(1 for c in events.checkpoints if c.connection_id == account.connection_id)
+
+    # The server ends the session (BYE during IDLE) and the access token has expired: the
+    # watcher must refresh it, log in again and read what arrived in between.
+    mail.authority.expire_access_tokens(account.address)
+    assert await mail.kick_imap(account.address)
+    request = await send(tenant, "kay", account.address, to=f"lost@{mail.info.bounce_domain}")
+
+    bounce = await events.wait_for(events.bounces, lambda b: b.send_id == request.send_id,
+                                   what="the bounce after the reconnect")
+    assert bounce.correlated
+    assert sum(1 for c in events.checkpoints if c.connection_id == account.connection_id) > opened_before

@@ -17,6 +17,7 @@ PACKAGE_ROOTS = {
     "sendrail.services.sender_exchange": "services/sender-exchange",
     "sendrail.services.sender_smtp": "services/sender-smtp",
     "sendrail.services.bounce_watcher": "services/bounce-watcher",
+    "sendrail.services.analytics": "services/analytics",
     "sendrail.sandbox": "sandbox",
 }
 

@@ -1,12 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages sendrail's local stack needs, only those missing:
 # Dovecot (the IMAP server of the mail sandbox), a Java runtime and Maven (to fetch and
-# run the Kafka broker). Quick when everything is there.
+# run the Kafka broker), Chromium and its driver (the analytics page's browser test).
+# Quick when everything is there.
 set -eu
 missing=""
 command -v dovecot >/dev/null 2>&1 || missing="$missing dovecot-imapd"
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "sendrail needs these Debian packages:$missing; install them (e.g. sudo apt-get install$missing)" >&2

@@ -110,6 +110,15 @@ class WatcherSettings(BaseSettings):
     soft_bounce_window_s: float = 30 * 24 * 3600.0
 
 
+class AnalyticsSettings(BaseSettings):
+    """Where the analytics service serves its JSON API and web page (apart from /metrics)."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_ANALYTICS_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8480
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings
@@ -119,6 +128,7 @@ class Settings:
     http: HttpSettings
     sender: SenderSettings
     watcher: WatcherSettings
+    analytics: AnalyticsSettings
 
     @classmethod
     def load(cls, env_file: Path | None = LOCAL_ENV_FILE) -> Settings:
@@ -132,4 +142,5 @@ class Settings:
             http=HttpSettings(_env_file=file),
             sender=SenderSettings(_env_file=file),
             watcher=WatcherSettings(_env_file=file),
+            analytics=AnalyticsSettings(_env_file=file),
         )

@@ -20,6 +20,7 @@ from sendrail.sandbox.mail_sandbox import MailSandbox
 from sendrail.sandbox.ports import free_port
 from sendrail.secrets import SecretBox
 from sendrail.settings import (
+    AnalyticsSettings,
     HttpSettings,
     KafkaSettings,
     OAuthSettings,
@@ -85,4 +86,5 @@ def settings(kafka: KafkaSettings, mail: MailSandbox, secret_key: bytes) -> Sett
                               commit_interval_s=0.2, loaded_per_connection=20),
         watcher=WatcherSettings(idle_timeout_s=30.0, poll_interval_s=1.0, connect_timeout_s=5.0,
                                 reconnect_backoff_max_s=1.0),
+        analytics=AnalyticsSettings(port=free_port()),
     )

@@ -6,26 +6,40 @@ would grow without bound.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)  # process_* (CPU, memory) and python_* series
 
 requests_routed = Counter(
     "sendrail_requests_routed_total",
     "Send requests the router handled, by chosen channel and outcome.",
-    ["channel", "outcome"],  # outcome: routed, held, failed, suppressed, dead_lettered
+    ["channel", "outcome"],  # outcome: routed, held, failed, suppressed, dead_lettered;
+    # channel "none" where no channel was chosen
     registry=REGISTRY,
 )
 emails_delivered = Counter(
     "sendrail_emails_total",
-    "Emails a sender handled, by channel and outcome.",
-    ["channel", "outcome"],  # outcome: sent, deferred, failed, held
+    "Delivery events a sender published, by channel and outcome; one email can be deferred "
+    "several times, so a sum over outcomes counts events, not emails.",
+    ["channel", "outcome"],  # outcome: sent, deferred (held mail included), failed
     registry=REGISTRY,
 )
 smtp_send_duration = Histogram(
     "sendrail_smtp_send_duration_seconds",
-    "Time to hand one message to the provider's SMTP server.",
+    "Time to hand one message to the provider's SMTP server, opening a session (and "
+    "refreshing its token) included.",
     ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120),
     registry=REGISTRY,
 )
 oauth_refreshes = Counter(
@@ -56,5 +70,12 @@ mailbox_messages_read = Counter(
     "sendrail_mailbox_messages_read_total",
     "Messages the bounce watcher read from inboxes, by what they turned out to be.",
     ["kind"],
+    registry=REGISTRY,
+)
+consumer_lag = Gauge(
+    "sendrail_consumer_lag_messages",
+    "Messages on a topic's assigned partitions the consumer group has not finished: end "
+    "offset minus the offset done with, summed per topic.",
+    ["group", "topic"],
     registry=REGISTRY,
 )

@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from pydantic_settings import BaseSettings
 
 from sendrail.cli.local import SERVICES
-from sendrail.settings import HttpSettings, Settings
+from sendrail.settings import AnalyticsSettings, HttpSettings, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -202,7 +202,8 @@ def test_dockerfile_runs_the_sendrail_command_as_a_non_root_user_without_the_dev
     assert json.loads(last["ENTRYPOINT"]) == ["sendrail"]
     assert json.loads(last["CMD"]) == ["--help"]
     assert last["USER"] not in {"root", "0"}
-    assert last["EXPOSE"] == str(HttpSettings.model_fields["port"].default)
+    assert last["EXPOSE"].split() == [str(HttpSettings.model_fields["port"].default),
+                                      str(AnalyticsSettings.model_fields["port"].default)]
     assert image_environment()["SENDRAIL_HTTP_HOST"] == "0.0.0.0"
     assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in instructions
     assert all(arguments.startswith("${PYTHON_IMAGE}")

@@ -1,8 +1,10 @@
 """Bounce parser: reads one message from a sender's inbox, as bytes, into a Notice.
 
 Structure is trusted before wording: an RFC 6522 report (RFC 3464 delivery status, RFC 5965
-feedback report) says what it is; plain-text bounces (Exim, qmail, older Gmail, ...) are read
-by general rules: who sent the notice, which lines name an address, which SMTP codes follow it.
+feedback report) or an Amazon SES JSON record (ses.py) says what it is; plain-text bounces
+(Exchange, Domino, Exim, qmail, Sendmail, older Gmail, ...) are read by general rules: who sent
+the notice and how it is worded (wording.py, in the languages mail systems localise into),
+which lines name an address, which SMTP codes follow it.
 
 The parser never raises and bounds its work, so that hostile input cannot make it slow:
 - input is cut at MAX_MESSAGE_BYTES, and before the boundary or Content-Type declaration past
@@ -34,6 +36,22 @@ from typing import Final
 
 from sendrail.bounces.notice import FailedRecipient, Notice, NoticeKind, OriginalMessage
 from sendrail.bounces.reasons import Reason, classify, find_statuses, is_hard
+from sendrail.bounces.ses import read_ses_notification
+from sendrail.bounces.wording import (
+    AUTO_REPLY_SUBJECT_RE,
+    BOUNCE_PHRASE_RE,
+    BOUNCE_SUBJECT_RE,
+    DELAY_PHRASE_RE,
+    DELAY_SUBJECT_RE,
+    FAILURE_SUBJECT_RE,
+    MAILER_DAEMON_RE,
+    ORIGINAL_MARKER_RE,
+    PERMANENT_PHRASE_RE,
+    REPLY_SUBJECT_RE,
+    SUCCESS_PHRASE_RE,
+    SUCCESS_SUBJECT_RE,
+    SYSTEM_SENDER_RE,
+)
 from sendrail.mail.headers import SEND_ID_HEADER
 
 MAX_MESSAGE_BYTES: Final = 512 * 1024
@@ -101,6 +119,27 @@ _LINE_ADDRESS_RE: Final = re.compile(
 _EXPANDED_FROM_RE: Final = re.compile(
     rf"\((?:expanded|generated) from:?[ \t]*<?[ \t]*({_ADDRESS_PATTERN})", re.I
 )
+# An address a line labels as the recipient: Oracle Communications Messaging Server's
+# "Recipient address:" / "Original address:", and the labels other systems and languages use.
+_LABELLED_ADDRESS_RE: Final = re.compile(
+    r"^[ \t>*-]*((?:(?:original|final|failed|invalid|unknown|bad|intended|rejected)[ \t-]+"
+    r"(?:e-?mail[ \t]+)?address)|(?:(?:original|final|failed|invalid|unknown|bad|intended|rejected)[ \t-]*)?"
+    r"(?:recipient|rcpt|addressee|destinataire|empf[äa]nger|destinatario|destinat[áa]rio|ontvanger"
+    r"|получатель|адрес получателя|宛先)(?:'s)?(?:[ \t]+(?:address|adresse|e-?mail))?)"
+    r"[ \t]*(?:\(s\))?[ \t]*[:=][ \t]*[<\"']?[ \t]*"
+    rf"({_ADDRESS_PATTERN})",
+    re.I,
+)
+# X.400 and Exchange 5.5 write the SMTP address inside an O/R name: "...;dda:SMTP=user@x;".
+_X400_ADDRESS_RE: Final = re.compile(rf"\b(?:dda:)?(?:smtp|rfc-?822)=[ \t]*<?({_ADDRESS_PATTERN})", re.I)
+# Exchange 2007 and later name a recipient "Display Name<mailto:user@x>" on a line of its own.
+_MAILTO_LINE_RE: Final = re.compile(rf"^[^<>@\n]{{0,80}}<mailto:({_ADDRESS_PATTERN})>[ \t]*$", re.I)
+# "The following recipients ...:" then bare local parts (AOL writes screen names alone).
+_FOLLOWING_HEADING_RE: Final = re.compile(
+    r"following (?:recipients?|addresses|address(?:\(es\))?|users?|screen ?names?)\b[^\n]{0,120}:[ \t]*$",
+    re.I,
+)
+_BARE_LOCAL_PART_RE: Final = re.compile(r"^[ \t]+([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})[ \t]*$")
 _FROM_BEFORE_RE: Final = re.compile(r"\bfrom\W{0,3}$", re.I)
 _RCPT_TO_RE: Final = re.compile(rf"rcpt to:?[ \t]*<?[ \t]*({_ADDRESS_PATTERN})", re.I)
 _FAILURE_LINE_RE: Final = re.compile(
@@ -113,19 +152,6 @@ _HEADER_LINE_RE: Final = re.compile(
     r"^[ \t>]*(?:message-id|in-reply-to|references|from|sender|reply-to|return-path|received"
     r"|dkim-signature|delivered-to|x-original-message-id)[ \t]*:",
     re.I,
-)
-# Where a bounce's text stops describing the failure and starts quoting the original.
-_ORIGINAL_MARKER_RE: Final = re.compile(
-    r"^[ \t]*(?:[-=*_]{2,}[ \t]*)?(?:"
-    r"(?:this is a )?copy of (?:the|your) (?:original )?message"
-    r"|original message"
-    r"|(?:undelivered|returned|your) message (?:follows|below|text|headers|is attached)"
-    r"|below this line"
-    r"|message (?:text )?follows"
-    r"|headers? of (?:the )?(?:original|returned) message"
-    r"|forwarded message"
-    r")",
-    re.I | re.M,
 )
 # A quoted header block has three or more header lines, two of them common ones, and one
 # that only a message's own header section carries (not a notice's "To: / Subject: / Sent:").
@@ -165,52 +191,36 @@ _QUOTED_MESSAGE_ID_RE: Final = re.compile(
 )
 _QUOTED_SUBJECT_RE: Final = re.compile(r"^[ \t>]*subject[ \t]*:[ \t]*([^\r\n]{1,998})", re.I | re.M)
 
-# Who sends bounces: RFC 3464 section 2 suggests a null reverse-path and a system sender;
-# in practice the From names the mail system.
-_SYSTEM_SENDER_RE: Final = re.compile(
-    r"mailer[-_ ]?daemon|mail[-_ ]daemon|\bmdaemon\b|postmaster"
-    r"|mail delivery (?:subsystem|system|service)|mail administrator",
-    re.I,
+# Headers that only mail systems set on their notices: Exim's X-Failed-Recipients (also used
+# by Gmail), Exchange's and Office 365's NDR marker.
+_BOUNCE_HEADERS: Final = ("x-failed-recipients", "x-ms-exchange-message-is-ndr")
+# Headers responders set instead of RFC 3834 Auto-Submitted.
+_AUTO_REPLY_HEADERS: Final = ("x-autoreply", "x-autorespond", "x-autoresponse")
+# A permanent failure code in prose: an SMTP 5yz reply (RFC 5321 section 4.2.1) or an
+# RFC 3463 5.y.z status.
+_FAILURE_REPLY_RE: Final = re.compile(
+    r"(?<![\w.,:/-])(?:5[0-5]\d[ -](?=[A-Za-z<#\[(]|[245]\.\d)|5\.\d{1,3}\.\d{1,3}(?![.\d]))"
 )
-# Subjects of bounces and delivery warnings, including Exchange's localised "Undeliverable:";
-# a subject that answers or forwards ("Re:", "Fwd:") is a person's mail, whatever it quotes.
-_BOUNCE_SUBJECT_RE: Final = re.compile(
-    r"undeliver|delivery (?:status notification|failure|failed|has failed|problem|notification)"
-    r"|mail delivery (?:failed|failure|system)|failure notice|returned mail|returned to sender"
-    r"|non[- ]?deliver|(?:mail|message) (?:could not be|not) delivered|delayed mail"
-    r"|warning: could not send|unzustellbar|non remis|no se puede entregar|non recapitabile"
-    r"|onbestelbaar|olevererbar|nie mo[żz]na dostarczy",
-    re.I,
-)
-_REPLY_SUBJECT_RE: Final = re.compile(r"^\s*(?:re|aw|sv|antw|fw|fwd|wg|tr|rv)\s*:", re.I)
-_BOUNCE_PHRASE_RE: Final = re.compile(
-    r"could ?n[o']?t be delivered|could ?n[o']?t deliver|was not delivered|undeliverable"
-    r"|delivery to the following|delivery (?:has )?failed|permanent (?:error|failure|fatal)"
-    r"|following address(?:\(?es\)?)? failed|user unknown|unknown user|no such user"
-    r"|(?:wasn't|was not|unable|not able) (?:able )?to deliver|not yet been delivered"
-    r"|delivery (?:is |has been )?delayed|returned mail|mail delivery software",
-    re.I,
-)
-_DELAY_SUBJECT_RE: Final = re.compile(
-    r"\bdelay(?:ed)?\b|\bwarning\b|still being retried|not yet delivered", re.I
-)
-_DELAY_PHRASE_RE: Final = re.compile(
-    r"not yet been delivered|not been delivered yet|has been delayed|is delayed|will (?:continue to )?"
-    r"(?:re)?try|will be retried|no action is required|delivery attempts will continue|still trying",
-    re.I,
-)
-_PERMANENT_PHRASE_RE: Final = re.compile(
-    r"permanent(?:ly)? (?:error|failure|fatal|failed)|failed permanently|(?:given|giving|gave) up",
-    re.I,
-)
-# RFC 3834 section 5 and the headers responders commonly set instead.
-_AUTO_REPLY_SUBJECT_RE: Final = re.compile(
-    r"^\s*(?:(?:re|aw|sv|antw)\s*:\s*)?(?:out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?"
-    r"(?:reply|response|antwort)|auto:|autoreply|automatische antwort|abwesenheit"
-    r"|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|resposta autom[áa]tica"
-    r"|automatisch antwoord|on vacation|away from (?:the )?office)",
-    re.I,
-)
+# PowerMTA's X-PowerMTA-BounceCategory per-recipient DSN field (PowerMTA User's Guide,
+# "bounce categories"): its classification of the remote reply, kept where it is specific.
+_POWERMTA_CATEGORIES: Final[dict[str, Reason]] = {
+    "bad-mailbox": Reason.USERUNKNOWN,
+    "bad-domain": Reason.HOSTUNKNOWN,
+    "inactive-mailbox": Reason.SUSPEND,
+    "quota-issues": Reason.MAILBOXFULL,
+    "spam-related": Reason.SPAMDETECTED,
+    "virus-related": Reason.VIRUSDETECTED,
+    "policy-related": Reason.POLICYVIOLATION,
+    "content-related": Reason.CONTENTERROR,
+    "message-expired": Reason.EXPIRED,
+    "no-answer-from-host": Reason.NETWORKERROR,
+    "bad-connection": Reason.NETWORKERROR,
+    "routing-errors": Reason.NETWORKERROR,
+    "relaying-issues": Reason.NORELAYING,
+    "protocol-errors": Reason.SYNTAXERROR,
+    "invalid-sender": Reason.REJECTED,
+    "bad-configuration": Reason.SYSTEMERROR,
+}
 _BOUNDARY_DECLARATION_RE: Final = re.compile(rb"boundary\s*(?:\*\d*\*?)?\s*=", re.I)
 _CONTENT_TYPE_DECLARATION_RE: Final = re.compile(rb"content-type", re.I)
 _CONTENT_TYPE_FIELD_RE: Final = re.compile(
@@ -257,6 +267,7 @@ class _DsnRecipient:
     status: str | None
     diagnostic: str | None
     remote_mta: str | None
+    category: Reason | None = None  # what the sending MTA's own bounce category says
 
 
 def parse_notice(raw: bytes) -> Notice:
@@ -271,6 +282,10 @@ def _read(raw: bytes) -> Notice:
     data = _bounded(bytes(raw[:MAX_MESSAGE_BYTES]))
     if not data.strip():
         return _unparseable("empty message")
+    if data.lstrip()[:1] == b"{":  # a bare Amazon SES notification, as SNS posts it
+        read = read_ses_notification(data.decode("utf-8", errors="replace"))
+        if read is not None:
+            return Notice(read[0], tuple(read[1]), read[2], (), None)
     message = email.message_from_bytes(data, policy=compat32)
     if not message.keys():
         return _unparseable("no header section")
@@ -285,7 +300,7 @@ def _read_message(message: Message, *, unwrap: bool) -> Notice:
         and wrapped is not None
         and not (content.delivery_reports or content.feedback_reports)
         and _report_type(wrapped) == "delivery-status"
-        and _looks_like_bounce(message, _split_texts(content.plain_texts))
+        and _reads_as_notice(message, _split_texts(content.plain_texts))
     ):
         # Some gateways wrap the server's report in a notice of their own: read the report.
         report = _read_message(wrapped, unwrap=False)
@@ -297,6 +312,10 @@ def _read_message(message: Message, *, unwrap: bool) -> Notice:
     def notice(kind: NoticeKind, recipients: Iterable[FailedRecipient] = ()) -> Notice:
         return Notice(kind, tuple(recipients), original, references, None)
 
+    for text in content.plain_texts[:2]:  # an Amazon SES notification sent by SNS email
+        read = read_ses_notification(text) if text.lstrip()[:1] == "{" else None
+        if read is not None:
+            return Notice(read[0], tuple(read[1]), read[2], references, None)
     report_type = _report_type(message)
     if report_type == "feedback-report" or content.feedback_reports:
         return notice(NoticeKind.COMPLAINT, _complainants(content))
@@ -308,8 +327,18 @@ def _read_message(message: Message, *, unwrap: bool) -> Notice:
         return notice(NoticeKind.BOUNCE, rejected)
     if report_type == "disposition-notification" or content.disposition_reports:
         return notice(NoticeKind.OTHER)  # a read receipt (RFC 8098), not an auto-reply
-    if content.delivery_reports or _looks_like_bounce(message, texts):
-        kind = NoticeKind.DELAY if _reads_as_delay(message, texts) else NoticeKind.BOUNCE
+    from_mail_system = bool(content.delivery_reports) or _sent_by_mail_system(message, texts)
+    if not from_mail_system and _is_auto_reply(message):
+        responder = _header_addresses(message, "from")[:1]
+        return notice(
+            NoticeKind.AUTO_REPLY,
+            (
+                FailedRecipient(address, None, None, None, Reason.VACATION.value, False)
+                for address in responder
+            ),
+        )
+    if from_mail_system or _looks_like_bounce(message, texts):
+        kind = _plain_kind(message, texts)
         recipients = _text_recipients(message, content, texts, kind)
         if not recipients:
             return Notice(
@@ -320,15 +349,6 @@ def _read_message(message: Message, *, unwrap: bool) -> Notice:
                 "reads as a delivery failure but names no recipient",
             )
         return notice(kind, recipients)
-    if _is_auto_reply(message):
-        responder = _header_addresses(message, "from")[:1]
-        return notice(
-            NoticeKind.AUTO_REPLY,
-            (
-                FailedRecipient(address, None, None, None, Reason.VACATION.value, False)
-                for address in responder
-            ),
-        )
     return notice(NoticeKind.OTHER)
 
 
@@ -594,7 +614,7 @@ def _split_texts(parts: list[str]) -> _Texts:
 
 def _quote_start(text: str) -> int:
     """Where a bounce's text starts quoting the original: a marker line, or its header block."""
-    marker = _ORIGINAL_MARKER_RE.search(text)
+    marker = ORIGINAL_MARKER_RE.search(text)
     end = marker.start() if marker else len(text)
     position = 0
     run_start, run_length, common, own = 0, 0, 0, 0
@@ -696,7 +716,7 @@ def _dsn_recipients(reports: list[list[Block]]) -> list[_DsnRecipient]:
                 continue
             diagnostic = _typed_text(_first_field(block, "diagnostic-code"))
             statuses = find_statuses(_first_field(block, "status") or "")
-            status = statuses[0] if statuses else _first_status(diagnostic or "")
+            status = _specific_status(statuses[0] if statuses else None, diagnostic)
             action = (_first_field(block, "action") or "").strip().lower().split(" ")[0]
             entries[address] = _DsnRecipient(
                 address=address,
@@ -704,8 +724,24 @@ def _dsn_recipients(reports: list[list[Block]]) -> list[_DsnRecipient]:
                 status=status,
                 diagnostic=diagnostic,
                 remote_mta=_typed_text(_first_field(block, "remote-mta")),
+                category=_POWERMTA_CATEGORIES.get(
+                    (_first_field(block, "x-powermta-bouncecategory") or "").strip().lower()
+                ),
             )
     return list(entries.values())
+
+
+def _specific_status(status: str | None, diagnostic: str | None) -> str | None:
+    """The Status field, or the diagnostic's own status where the field is missing or only
+    says the class (X.0.0, RFC 3463 section 3.1): servers often report "5.0.0" above a
+    "550 5.1.1" reply."""
+    if status is not None and not status.endswith(".0.0"):
+        return status
+    for written in find_statuses(diagnostic or ""):
+        same_class = status is None or written[0] == status[0]
+        if written[0] in "45" and same_class and not written.endswith(".0.0"):
+            return written
+    return status or _first_status(diagnostic or "")
 
 
 def _typed_text(value: str | None) -> str | None:
@@ -727,7 +763,12 @@ def _action_from_status(status: str | None, diagnostic: str | None) -> str:
 def _dsn_failure(entry: _DsnRecipient, segments: dict[str, str], kind: NoticeKind) -> FailedRecipient:
     diagnostic = entry.diagnostic or _diagnostic(segments.get(entry.address, ""), entry.address)
     status = entry.status or _first_status(diagnostic or "")
-    return _failed(entry.address, status, _reply_code(diagnostic or ""), diagnostic, entry.remote_mta, kind)
+    failed = _failed(entry.address, status, _reply_code(diagnostic or ""), diagnostic, entry.remote_mta, kind)
+    if entry.category is None:
+        return failed
+    return replace(
+        failed, reason=entry.category.value, hard=kind is NoticeKind.BOUNCE and is_hard(entry.category)
+    )
 
 
 def _failed(
@@ -796,26 +837,56 @@ def _complainants(content: _Content) -> list[FailedRecipient]:
 # --- plain-text bounces ------------------------------------------------------------------------
 
 
+def _sent_by_mail_system(message: Message, texts: _Texts) -> bool:
+    """Headers only mail systems set on their notices, or a system sender that words a failure
+    (postmasters also send quarantine digests and notices that report nothing)."""
+    if any(name in message for name in _BOUNCE_HEADERS):
+        return True
+    sender = _header(message, "from")
+    if MAILER_DAEMON_RE.search(sender):
+        return True
+    if not SYSTEM_SENDER_RE.search(sender):
+        return False
+    subject = _header(message, "subject")
+    return bool(
+        BOUNCE_SUBJECT_RE.search(subject)
+        or SUCCESS_SUBJECT_RE.search(subject)
+        or BOUNCE_PHRASE_RE.search(texts.human)
+        or DELAY_PHRASE_RE.search(texts.human)
+        or _FAILURE_REPLY_RE.search(texts.human)
+    )
+
+
+def _reads_as_notice(message: Message, texts: _Texts) -> bool:
+    return _sent_by_mail_system(message, texts) or _looks_like_bounce(message, texts)
+
+
 def _looks_like_bounce(message: Message, texts: _Texts) -> bool:
-    """Sent by a mail system about a delivery, not a person's mail that mentions one."""
-    if "x-failed-recipients" in message or "x-ms-exchange-message-is-ndr" in message:
-        return True
-    if _SYSTEM_SENDER_RE.search(_header(message, "from")):
-        return True
-    if not _BOUNCE_PHRASE_RE.search(texts.human):
+    """Worded as a delivery failure and sent as a notice, not a person's mail that mentions one."""
+    if not BOUNCE_PHRASE_RE.search(texts.human):
+        return False
+    subject = _header(message, "subject")
+    if REPLY_SUBJECT_RE.match(subject):
         return False
     # RFC 5321 section 4.5.5: notices about delivery are sent with a null reverse-path.
     null_sender = "return-path" in message and _header(message, "return-path").strip() in ("<>", "")
-    subject = _header(message, "subject")
-    return null_sender or (bool(_BOUNCE_SUBJECT_RE.search(subject)) and not _REPLY_SUBJECT_RE.match(subject))
+    return null_sender or bool(BOUNCE_SUBJECT_RE.search(subject))
 
 
-def _reads_as_delay(message: Message, texts: _Texts) -> bool:
-    """A warning that delivery is still being tried, not a final failure."""
+def _plain_kind(message: Message, texts: _Texts) -> NoticeKind:
+    """A notice without a report: a success, a warning that delivery goes on, or a failure."""
     subject = _header(message, "subject")
-    if _BOUNCE_SUBJECT_RE.search(subject) and _DELAY_SUBJECT_RE.search(subject):
-        return True
-    return bool(_DELAY_PHRASE_RE.search(texts.human)) and not _PERMANENT_PHRASE_RE.search(texts.human)
+    failure_code = _FAILURE_REPLY_RE.search(texts.human)
+    if SUCCESS_SUBJECT_RE.search(subject) and not FAILURE_SUBJECT_RE.search(subject):
+        return NoticeKind.DELIVERED
+    if SUCCESS_PHRASE_RE.search(texts.human) and not failure_code and not BOUNCE_SUBJECT_RE.search(subject):
+        return NoticeKind.DELIVERED
+    if BOUNCE_SUBJECT_RE.search(subject) and DELAY_SUBJECT_RE.search(subject):
+        if not PERMANENT_PHRASE_RE.search(texts.human):
+            return NoticeKind.DELAY
+    elif DELAY_PHRASE_RE.search(texts.human) and not PERMANENT_PHRASE_RE.search(texts.human):
+        return NoticeKind.DELAY
+    return NoticeKind.BOUNCE
 
 
 def _text_recipients(
@@ -826,24 +897,64 @@ def _text_recipients(
     addresses = list(dict.fromkeys(named)) or _text_candidates(
         texts.human, _notice_people(message), _original_people(content)
     )
+    if not addresses:
+        addresses = _bare_recipients(texts.human, message)
     addresses = addresses[:MAX_RECIPIENTS]
     segments = _segments(texts.human, addresses)
     recipients = []
     for address in addresses:
         segment = segments.get(address, "")
-        if _first_code(segment) is None and len(addresses) == 1 and _first_code(texts.human):
-            segment = texts.human  # the only recipient: any SMTP code in the text is about it
-        recipients.append(
-            _failed(
-                address,
-                _first_status(segment),
-                _reply_code(segment),
-                _diagnostic(segment, address),
-                None,
-                kind,
+        diagnostic = _diagnostic(segment, address)
+        if _first_code(segment) is None and not _reason_words(diagnostic):
+            # Nothing said next to the address: the text's SMTP reply is about it (the only
+            # recipient, or recipients that share one reply, as an alias and its expansion do);
+            # without any reply, the only recipient's reason is worded somewhere in the text.
+            if _first_code(texts.human):
+                segment = texts.human
+                diagnostic = _diagnostic(segment, address)
+            elif len(addresses) == 1:
+                diagnostic = _compact(texts.human) or diagnostic
+        if kind is NoticeKind.DELIVERED:
+            recipients.append(
+                FailedRecipient(
+                    address, _first_status(segment), None, diagnostic, Reason.DELIVERED.value, False
+                )
             )
+            continue
+        recipients.append(
+            _failed(address, _first_status(segment), _reply_code(segment), diagnostic, None, kind)
         )
     return recipients
+
+
+def _reason_words(diagnostic: str | None) -> bool:
+    """Whether a diagnostic says why on its own (a reason other than undefined)."""
+    return classify(None, None, diagnostic) != Reason.UNDEFINED.value
+
+
+def _bare_recipients(text: str, message: Message) -> list[str]:
+    """Local parts listed alone under "the following recipients:", in the notice sender's
+    domain: AOL and some hosted systems name their own users by screen name."""
+    senders = [a for a in _header_addresses(message, "from") if "@" in a]
+    if not senders:
+        return []
+    domain = senders[0].rpartition("@")[2]
+    found: dict[str, None] = {}
+    listing = False
+    for line in text.splitlines()[:MAX_TEXT_LINES]:
+        if _FOLLOWING_HEADING_RE.search(line):
+            listing = True
+            continue
+        if not listing:
+            continue
+        bare = _BARE_LOCAL_PART_RE.match(line)
+        if bare and "@" not in line:
+            address = _normal_address(f"{bare.group(1)}@{domain}")
+            if address and _is_foreign(address, set()):
+                found.setdefault(address, None)
+        elif line.strip():
+            listing = False
+    return list(found)
 
 
 def _notice_people(message: Message) -> set[str]:
@@ -862,10 +973,12 @@ def _original_people(content: _Content) -> set[str]:
 
 def _text_candidates(text: str, notice_people: set[str], original_people: set[str]) -> list[str]:
     """Addresses a bounce's text names as recipients, by how surely the position says so:
-    opening a line or after RCPT TO; else on a line that reports a failure; else the only
-    address the text mentions. Where Postfix or Sendmail say "(expanded from <x>)", x is the
-    address the sender wrote."""
+    opening a line, labelled as the recipient, after RCPT TO or inside an X.400 name; else on
+    a line that reports a failure; else the only address the text mentions. Where Postfix or
+    Sendmail say "(expanded from <x>)", x is the address the sender wrote and comes first;
+    where a label says "Original address", that one alone is."""
     positioned: dict[str, None] = {}
+    originals: dict[str, None] = {}
     on_failure_lines: dict[str, None] = {}
     mentioned: dict[str, None] = {}
     lines = text.splitlines()[:MAX_TEXT_LINES]
@@ -882,14 +995,26 @@ def _text_candidates(text: str, notice_people: set[str], original_people: set[st
         ]
         mentioned.update(dict.fromkeys(on_line))
         opening = _LINE_ADDRESS_RE.match(line) or _EXPANDED_FROM_RE.match(line.strip())
+        labelled = None if opening else _LABELLED_ADDRESS_RE.match(line)
         if opening:
-            expanded = _EXPANDED_FROM_RE.search(" ".join(lines[index : index + 2]))
-            chosen = [_normal_address((expanded or opening).group(1))]
+            # Both fail: the address the sender wrote and the one its alias led to.
+            expanded = _EXPANDED_FROM_RE.search(" ".join(lines[index : index + 3]))
+            chosen = [_normal_address(found.group(1)) for found in (expanded, opening) if found]
+        elif labelled:
+            chosen = [_normal_address(labelled.group(2))]
+            if labelled.group(1).lower().startswith("original"):
+                originals.update(dict.fromkeys(a for a in chosen if a and _is_foreign(a, notice_people)))
         else:
-            chosen = [_normal_address(match.group(1)) for match in _RCPT_TO_RE.finditer(line)]
+            chosen = [
+                _normal_address(match.group(1))
+                for pattern in (_RCPT_TO_RE, _X400_ADDRESS_RE, _MAILTO_LINE_RE)
+                for match in pattern.finditer(line)
+            ]
         positioned.update(dict.fromkeys(a for a in chosen if a and _is_foreign(a, notice_people)))
-        if _FAILURE_LINE_RE.search(line):
+        if _FAILURE_LINE_RE.search(line) or _REPLY_CODE_RES[2].match(line):
             on_failure_lines.update(dict.fromkeys(on_line))
+    if originals:
+        return list(originals)
     for candidates in (positioned, on_failure_lines, mentioned):
         chosen_ones = [a for a in candidates if candidates is positioned or a not in original_people]
         if chosen_ones and (candidates is not mentioned or len(chosen_ones) == 1):
@@ -902,19 +1027,31 @@ def _is_foreign(address: str, excluded: set[str]) -> bool:
 
 
 def _segments(text: str, addresses: list[str]) -> dict[str, str]:
-    """Each address's part of the text: from the line of its first mention to the next
-    address's mention."""
-    lowered = text.lower()
-    mentions = sorted(
-        (position, address) for address in addresses if (position := lowered.find(address)) >= 0
+    """Each address's part of the text: from the line of one of its mentions to the next
+    mention of another address. Of an address's parts, the first that holds an SMTP code is
+    its own (Exchange lists the recipients first and their codes further down)."""
+    if not addresses:
+        return {}
+    pattern = re.compile(
+        r"(?<![\w.+-])(?:" + "|".join(re.escape(a) for a in sorted(addresses, key=len, reverse=True)) + ")"
     )
+    lowered = text.lower()
+    mentions: list[tuple[int, str]] = []
+    for match in pattern.finditer(lowered):
+        if mentions and mentions[-1][1] == match.group():
+            continue  # the same address again: its part goes on
+        mentions.append((match.start(), match.group()))
+        if len(mentions) >= MAX_RECIPIENTS * 4:
+            break
     segments: dict[str, str] = {}
     previous_end = 0
     for index, (position, address) in enumerate(mentions):
         start = max(text.rfind("\n", 0, position) + 1, previous_end)
         end = mentions[index + 1][0] if index + 1 < len(mentions) else len(text)
         end = min(end, start + MAX_SEGMENT_CHARS)
-        segments[address] = text[start:end]
+        segment = text[start:end]
+        if address not in segments or (_first_code(segments[address]) is None and _first_code(segment)):
+            segments[address] = segment
         previous_end = max(end, position + len(address))
     return segments
 
@@ -979,8 +1116,8 @@ def _is_auto_reply(message: Message) -> bool:
     or the subjects out-of-office responders write."""
     if _header(message, "auto-submitted").strip().lower().startswith("auto-replied"):
         return True
-    if "x-autoreply" in message or "x-autorespond" in message:
+    if any(name in message for name in _AUTO_REPLY_HEADERS):
         return True
     if _header(message, "precedence").strip().lower() == "auto_reply":
         return True
-    return bool(_AUTO_REPLY_SUBJECT_RE.search(_header(message, "subject")))
+    return bool(AUTO_REPLY_SUBJECT_RE.search(_header(message, "subject")))

@@ -173,8 +173,69 @@ REPLY_CODE_FALLBACKS: Final[Mapping[str, Reason]] = {
 }
 
 
+def required_literal(alternative: str) -> str | None:
+    """The longest run of plain characters every match of `alternative` contains, or None
+    where none of 3 or more can be told (a top-level `|`, or only groups and classes).
+
+    Python's `re` tries each branch of a long alternation at each position; checking such a
+    literal with `in` first skips most rules at once, which keeps classification fast.
+    """
+    best, run, i, depth = "", "", 0, 0
+    while i < len(alternative):
+        char = alternative[i]
+        if char == "\\":
+            escaped = alternative[i + 1:i + 2]
+            i += 2
+            if escaped in ("b", "B"):
+                continue  # zero-width
+            if escaped and not escaped.isalnum():
+                run += escaped
+                continue
+            best, run = max(best, run, key=len), ""  # a class such as \s or \d
+            continue
+        if char in "([":
+            best, run = max(best, run, key=len), ""
+            closing = ")" if char == "(" else "]"
+            depth, i = 1, i + 1
+            while i < len(alternative) and depth:
+                if alternative[i] == "\\":
+                    i += 2
+                    continue
+                if char == "(" and alternative[i] == "(":
+                    depth += 1
+                elif alternative[i] == closing:
+                    depth -= 1
+                i += 1
+            continue
+        if char == "|":
+            return None
+        if char in "?*{":
+            run = run[:-1]  # the character before is optional
+            best, run = max(best, run, key=len), ""
+            if char == "{":
+                i = alternative.find("}", i) + 1 or len(alternative)
+                continue
+        elif char in ".^$+":
+            best, run = max(best, run, key=len), ""
+        else:
+            run += char
+        i += 1
+    best = max(best, run, key=len)
+    return best if len(best) >= 3 else None
+
+
+_GATES: dict[re.Pattern[str], tuple[str, ...] | None] = {}
+"""Per rule: literals one of which a text must contain for the rule to match (None: always try)."""
+WORDING_ALTERNATIVES: list[str] = []
+"""Every alternative of every wording rule, as written (for tests of the gates)."""
+
+
 def _rule(reason: Reason, *alternatives: str) -> tuple[Reason, re.Pattern[str]]:
-    return reason, re.compile("|".join(alternatives))
+    WORDING_ALTERNATIVES.extend(alternatives)
+    pattern = re.compile("|".join(alternatives))
+    literals = [required_literal(a) for a in alternatives]
+    _GATES[pattern] = None if None in literals else tuple(lit for lit in literals if lit)
+    return reason, pattern
 
 
 # Wording of the diagnostic, lowercased, addresses replaced by "<address>". The first rule that
@@ -190,6 +251,21 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"sender domain (must exist|not found|unknown)",
         r"(unknown|invalid) sender",
         r"sender (is )?not (allowed|authori[sz]ed|permitted)",
+        r"administrative prohibition",
+        r"\bbatv\b",
+        r"(null|empty|blank) (envelope )?senders? (is |are )?not (allowed|accepted)",
+        r"bogus mail from",
+        r"returned mail not accepted",
+        r"sender is (a )?spammer",
+        r"unroutable sender",
+        r"mail from not owned",
+        r"address is not verified",
+        r"domain of sender address",
+        r"sender not pre-?approved",
+        r"third-party dsns",
+        r"[ée]metteur (invalide|refus[ée])",
+        r"absender (abgelehnt|ung[üu]ltig|unbekannt)",
+        r"remitente (rechazado|no v[áa]lido|desconocido)",
     ),
     _rule(Reason.SUPPRESSED, r"suppression list", r"\bsuppressed\b"),
     _rule(
@@ -229,7 +305,7 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"black ?list",
         r"block ?list",
         r"deny ?list",
-        r"\blisted (at|on|in|by)\b",
+        r"(?<!not )\blisted (at|on|in|by)\b",
         r"\b(dns|rhs|uri)bl\b",
         r"\brbl\b",
         r"spamhaus",
@@ -273,6 +349,25 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"quota",
         r"exceed(ed|s)? (the |his |her |their |its )?(storage|disk|mailbox) ?(limit|space|size)",
         r"(mailbox|user|recipient)[^.]{0,30}(out of|insufficient|not enough) (storage|space)",
+        r"exceeded storage allocation",
+        r"(not|does not have) enough (storage |disk )?space",
+        r"disk space limit",
+        r"space has been used up",
+        r"too many messages (on the server|in (the|this) mailbox)",
+        r"too much mail data",
+        r"mail file size exceeds",
+        r"(postfach|mailbox|e-?mail-?konto)( des empf[äa]ngers)? (ist )?(voll|[üu]berf[üu]llt)",
+        r"speicher(platz)?[^.]{0,30}(voll|[üu]berschritten|ersch[öo]pft)",
+        r"bo[iî]te (aux lettres |mail |de r[ée]ception )?(du destinataire )?(est )?pleine",
+        r"(quota|espace)[^.]{0,20}(d[ée]pass[ée]|insuffisant)",
+        r"buz[óo]n (de correo )?(del destinatario )?(est[áa] )?(lleno|completo)",
+        r"cuota[^.]{0,20}(excedida|superada)",
+        r"casella (di posta )?(del destinatario )?(è |e' )?piena",
+        r"spazio (su disco )?esaurito",
+        r"caixa (de correio |postal |de entrada )?(do destinat[áa]rio )?(est[áa] )?(cheia|lotada)",
+        r"(mailbox|postvak|postbus|brievenbus) (van de ontvanger )?(is )?(vol|overvol)",
+        r"ящик[^.]{0,30}переполнен|переполнен|превышен[аоы]? (квота|лимит|размер ящика)",
+        r"容量(超過|オーバー|不足|が不足|を超え)|メールボックスが(いっぱい|一杯|満杯)|保存容量",
     ),
     _rule(
         Reason.MESGTOOBIG,
@@ -299,6 +394,15 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"(account|mailbox|user|recipient)\b[^.]{0,30}\b"
         r"(disabled|suspended|inactive|deactivated|locked|frozen)",
         r"inactive (account|user|mailbox|recipient)",
+        r"account (has been )?(closed|terminated|discontinued|expired)",
+        r"(konto|postfach|mailbox|account)[^.]{0,30}(deaktiviert|gesperrt|stillgelegt)",
+        r"(compte|bo[iî]te)[^.]{0,30}(d[ée]sactiv[ée]|suspendu|bloqu[ée]|ferm[ée])",
+        r"(cuenta|buz[óo]n)[^.]{0,30}(desactivad|suspendid|bloquead|inactiv)",
+        r"(account|casella)[^.]{0,30}(disattivat|sospes|bloccat)",
+        r"(conta|caixa)[^.]{0,30}(desativad|suspens|bloquead|inativ)",
+        r"(account|mailbox|postvak)[^.]{0,30}(gedeactiveerd|geblokkeerd|opgeschort)",
+        r"(учетная запись|ящик|аккаунт|пользователь)[^.]{0,30}(заблокирован|отключен|деактивирован)",
+        r"(アカウント|メールボックス)[^。]{0,10}(停止|無効|凍結)",
     ),
     _rule(
         Reason.HOSTUNKNOWN,
@@ -309,6 +413,14 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"\bnxdomain\b",
         r"no mx (record|host)",
         r"unroutable (mail )?domain|unrouteable (mail )?domain",
+        r"(could ?n[o']?t|could not|unable to) find any host",
+        r"no host named",
+        r"(domain|domaine|dom[äa]ne|dominio|dom[íi]nio|domein|домен)\b[^.]{0,40}"
+        r"(n'existe pas|inconnu|introuvable|existiert nicht|unbekannt|nicht gefunden|no existe"
+        r"|desconocido|inexistente|non esiste|sconosciuto"
+        r"|n[ãa]o existe|desconhecido|bestaat niet|onbekend|не существует|не найден|неизвестен)",
+        r"(unbekannte|inexistente|onbekend|неизвестный) (domain|dominio|domein|домен)",
+        r"ドメインが(存在しません|見つかりません)|ドメイン名が不正",
     ),
     _rule(
         Reason.USERUNKNOWN,
@@ -329,6 +441,44 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"nosuchuser",
         # Microsoft directory-based edge blocking: the recipient is not in the directory.
         r"recipient address rejected: access denied",
+        r"recipient address rejected: (invalid|unknown|user)",
+        r"recip(ient)? ?not ?found",
+        r"mailbox (is )?unavailable",
+        r"mailbox unavaiable",
+        r"not present in (the )?directory",
+        r"not a known user",
+        r"not an active address",
+        r"no (account|mailbox|one) (by that name|at this address|here|found|available)",
+        r"not a local (address|user)",
+        r"recipient (is )?not (accepted|local|ok)",
+        r"(un|not )known (e-?mail )?address",
+        r"address (unknown|invalid|not valid)",
+        r"wrong or no longer valid",
+        r"no longer (valid|accepts mail)",
+        r"(bad|valid)rcptto",
+        r"missing home directory",
+        r"(user|recipient) not (active|exist)",
+        r"not listed in (the )?(domino )?(directory|public name)",
+        r"\bin name directory",
+        r"utilisateur inconnu|destinataire inconnu|adresse[^.]{0,20}(inconnue|invalide|introuvable)",
+        r"(destinataire|utilisateur|bo[iî]te|adresse)[^.]{0,30}n'existe pas",
+        r"benutzer unbekannt|unbekannte[rs]? (benutzer|empf[äa]nger|e-?mail|adresse|postfach)",
+        r"empf[äa]nger unbekannt|existiert nicht|nicht gefunden"
+        r"|ung[üu]ltige[rs]? (e-?mail-?)?(adresse|empf[äa]nger)"
+        r"|kein(en)? solche[rn]? benutzer",
+        r"usuario (desconocido|inexistente|no existe)|destinatario (desconocido|inexistente|no existe)",
+        r"no existe (dicha persona|ese usuario|el usuario)|direcci[óo]n[^.]{0,20}(no v[áa]lida|inexistente"
+        r"|desconocida|no existe)|cuenta[^.]{0,20}no existe",
+        r"utente (sconosciuto|inesistente)|destinatario (sconosciuto|inesistente)|nessun utente"
+        r"|indirizzo[^.]{0,20}(non valido|inesistente|sconosciuto|non esiste)",
+        r"(usu[áa]rio|utilizador|destinat[áa]rio) (desconhecido|inexistente|n[ãa]o existe)"
+        r"|endere[çc]o[^.]{0,20}(inv[áa]lido|inexistente|desconhecido|n[ãa]o existe)",
+        r"onbekende (gebruiker|ontvanger)|gebruiker (onbekend|bestaat niet)|ontvanger (onbekend|bestaat niet)"
+        r"|(e-?mail)?adres[^.]{0,20}(bestaat niet|onbekend|ongeldig)",
+        r"пользовател[ья][^.]{0,20}не (найден|существует)|нет такого (пользователя|ящика|адреса|получателя)"
+        r"|(адрес|ящик|получатель)[^.]{0,30}не (найден|существует)"
+        r"|неизвестный (пользователь|получатель|адрес)",
+        r"宛先不明|存在しません|存在しない|ユーザー?(が|は)?(見つかりません|存在しません|不明)|該当するユーザ",
     ),
     _rule(
         Reason.EXPIRED,
@@ -336,6 +486,9 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"(message|delivery) (time )?expired",
         r"too long (in|on) (the )?queue",
         r"in the queue too long",
+        r"retry (period|time) (has )?(expired|exceeded)",
+        r"too many retries",
+        r"could not be delivered (for|within) \d+",
         r"\bexpired\b",
     ),
     _rule(
@@ -345,6 +498,9 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"unsolicited",
         r"junk (mail|e-?mail)",
         r"phish",
+        r"\bube\b",
+        r"bulk (e-?)?mail",
+        r"pourriel|courrier ind[ée]sirable|correo no deseado|posta indesiderata|спам|迷惑メール",
     ),
     _rule(Reason.VIRUSDETECTED, r"virus", r"malware", r"infected", r"trojan"),
     _rule(Reason.POLICYVIOLATION, r"\bpolic(y|ies)\b", r"violat", r"prohibited"),
@@ -356,6 +512,12 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"not (in|on) (the )?(allow|white) ?list",
         r"delivery not authori[sz]ed",
         r"not authori[sz]ed to (send|receive)",
+        r"not accepting (any )?mail",
+        r"recipient preferences",
+        r"resolver\.rst\.notauthorized",
+        r"user reject",
+        r"blocked by the recipient",
+        r"refuses? to (receive|accept)",
     ),
     _rule(
         Reason.NOTCOMPLIANTRFC,
@@ -396,6 +558,7 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
         r"no route to host",
         r"(host|network) unreachable",
         r"(unable|could not|couldn't|failed) to (connect|establish)",
+        r"(wasn't|was not) able to (establish|connect)",
         r"\bloop(s|ing|ed)?\b",
         r"connection to .{0,60}?failed",
         r"did not respond|not responding|no response from",
@@ -452,6 +615,9 @@ def classify(status: str | None, reply_code: str | None, diagnostic: str | None)
         if precise is not None:
             return precise.value
     for reason, pattern in TEXT_RULES:
+        gate = _GATES[pattern]
+        if gate is not None and not any(literal in text for literal in gate):
+            continue
         if pattern.search(text):
             return reason.value
     for code in statuses:

@@ -71,7 +71,8 @@ CASES = [
     ("5.0.0", "550", "No such user here", "userunknown"),
     ("5.0.0", "550", "User's mailbox is full", "mailboxfull"),
     ("5.0.0", "554", "Message looping", "networkerror"),
-    ("5.5.0", "550", "Requested action not taken: mailbox unavailable", "undefined"),
+    # RFC 5321's own 550 text; servers send it for addresses they do not know (bounce analysers agree)
+    ("5.5.0", "550", "Requested action not taken: mailbox unavailable", "userunknown"),
     # a status written in the diagnostic counts when the field is generic
     ("5.0.0", "550", "550 5.1.1 <x@example.com>... User unknown", "userunknown"),
     (None, "550", "550 5.2.2 Mailbox full", "mailboxfull"),
@@ -194,3 +195,55 @@ def test_find_statuses_skips_ip_addresses_and_versions(text: str, statuses: list
 )
 def test_classify_accepts_any_text(diagnostic: str) -> None:
     assert classify(diagnostic, diagnostic, diagnostic) in TAXONOMY
+
+
+LOCALISED_CASES = [
+    # German
+    ("5.0.0", "Benutzer unbekannt", "userunknown"),
+    ("5.0.0", "Das Postfach des Empfängers ist voll", "mailboxfull"),
+    (None, "Die Domain existiert nicht", "hostunknown"),
+    # French
+    ("5.0.0", "Utilisateur inconnu", "userunknown"),
+    (None, "La boîte aux lettres du destinataire est pleine", "mailboxfull"),
+    # Spanish
+    ("5.0.0", "Usuario desconocido", "userunknown"),
+    (None, "El buzón del destinatario está lleno", "mailboxfull"),
+    # Italian
+    ("5.0.0", "Utente sconosciuto", "userunknown"),
+    (None, "La casella di posta è piena", "mailboxfull"),
+    # Portuguese
+    ("5.0.0", "Usuário desconhecido", "userunknown"),
+    (None, "A caixa de correio está cheia", "mailboxfull"),
+    # Dutch
+    ("5.0.0", "Onbekende gebruiker", "userunknown"),
+    (None, "Mailbox is vol", "mailboxfull"),
+    # Russian
+    ("5.0.0", "Пользователь не найден", "userunknown"),
+    (None, "Почтовый ящик получателя переполнен", "mailboxfull"),
+    # Japanese
+    ("5.0.0", "宛先不明のため配信できませんでした", "userunknown"),
+    (None, "メールボックスがいっぱいです", "mailboxfull"),
+]
+
+
+@pytest.mark.parametrize(("status", "diagnostic", "reason"), LOCALISED_CASES)
+def test_localised_wording_names_the_reason_behind_a_generic_status(
+    status: str | None, diagnostic: str, reason: str
+) -> None:
+    assert classify(status, "550", diagnostic) == reason
+
+
+@pytest.mark.parametrize(
+    ("diagnostic", "reason"),
+    [
+        ("User tora (tora@example.jp) not listed in Domino Directory", "userunknown"),
+        ("#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##", "userunknown"),
+        ("550 5.7.1 Message content rejected, UBE, id=00000-22-225", "spamdetected"),
+        ("Sorry, I couldn't find any host named example.invalid. (#5.1.2)", "hostunknown"),
+        ("they are not accepting mail from alice@sender.example", "filtered"),
+        ("550 5.7.1 Delivery not authorized, message refused: administrative prohibition", "rejected"),
+        ("552 5.0.0 Mailbox size limit exceeded", "mailboxfull"),
+    ],
+)
+def test_provider_wording_names_the_reason(diagnostic: str, reason: str) -> None:
+    assert classify(None, None, diagnostic) == reason

@@ -47,4 +47,7 @@ def link_tree(destination: str) -> None:
 
 
 if __name__ == "__main__":  # how setuptools runs this file
-    setup(packages=packages, package_dir=PACKAGE_ROOTS, package_data={"": ["py.typed"]})
+    setup(packages=packages, package_dir=PACKAGE_ROOTS, package_data={
+        "": ["py.typed"],
+        "sendrail.services.analytics": ["web/*.html", "web/*.js", "web/*.css"],
+    })

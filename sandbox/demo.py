@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer
 
 from sendrail.bus.clients import make_consumer, make_producer, wait_for_broker
@@ -119,21 +120,23 @@ def plan(run_id: str, bounce_domain: str) -> tuple[list[tuple[EmailRequested, Ex
 
 
 @contextlib.asynccontextmanager
-async def _stack() -> AsyncIterator[tuple[KafkaSettings, SandboxInfo, str]]:
-    """The running local stack if there is one, else a fresh one of our own."""
+async def _stack() -> AsyncIterator[tuple[KafkaSettings, SandboxInfo, str, str]]:
+    """The running local stack if there is one, else a fresh one of our own; with the
+    analytics service's address."""
     env = _local_env()
     if env:
         kafka = KafkaSettings(bootstrap_servers=env["SENDRAIL_KAFKA_BOOTSTRAP_SERVERS"])
         with contextlib.suppress(TimeoutError):
             await wait_for_broker(kafka, timeout_s=3)
             info = SandboxInfo.load(Path(env[SANDBOX_INFO_VARIABLE]))
-            yield kafka, info, "the running `make run` stack"
+            analytics = f"http://127.0.0.1:{env['SENDRAIL_ANALYTICS_PORT']}"
+            yield kafka, info, analytics, "the running `make run` stack"
             return
     with tempfile.TemporaryDirectory(prefix="sendrail-demo-") as run_dir:
         async with LocalStack(Path(run_dir), kafka_port=free_port()) as stack:
             await stack.connect_sample_users()
             yield (KafkaSettings(bootstrap_servers=stack.broker.bootstrap_servers), stack.info,
-                   "its own stack (started for this demo)")
+                   f"http://127.0.0.1:{stack.analytics_port}", "its own stack (started for this demo)")
 
 
 def _local_env() -> dict[str, str]:
@@ -158,6 +161,36 @@ async def _wait_for_watchers(kafka: KafkaSettings, deadline_s: float) -> None:
                     return
     finally:
         await consumer.stop()
+
+
+async def _analytics_disagreement(url: str, campaign: str, outcomes: dict[uuid.UUID, Outcome],
+                                  deadline_s: float) -> str | None:
+    """Whether the analytics service counts acme's share of the campaign as the demo saw it
+    (it reads the same topics, so it may need a moment to catch up)."""
+    finals = [o.final for o in outcomes.values()
+              if o.final is not None and o.final.tenant_id == "acme" and o.final.campaign_id == campaign]
+    expected = {
+        "sent": sum(1 for f in finals if f.status is DeliveryStatus.SENT),
+        "failed": sum(1 for f in finals if f.status is DeliveryStatus.FAILED),
+        "suppressed": sum(1 for f in finals if f.status is DeliveryStatus.SUPPRESSED),
+        "bounced": sum(len(o.bounces) for o in outcomes.values()),
+    }
+    seen: dict[str, object] = {}
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with asyncio.timeout(min(deadline_s, 15.0)):
+                while True:
+                    async with session.get(f"{url}/api/tenants/acme/campaigns/{campaign}",
+                                           params={"window": "all"}) as response:
+                        if response.status == 200:
+                            summary = (await response.json())["summary"]
+                            seen = {k: summary.get(k) for k in expected}
+                            if seen == expected:
+                                return None
+                    await asyncio.sleep(0.2)
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+    return f"expected {expected}, analytics says {seen or 'nothing'}"
 
 
 def users_by_id() -> dict[str, SampleUser]:
@@ -219,7 +252,7 @@ def _verdict(outcome: Outcome, campaign: str, template: str) -> str | None:
 
 async def run_demo(*, deadline_s: float) -> int:
     started_s = time.monotonic()
-    async with _stack() as (kafka, info, where):
+    async with _stack() as (kafka, info, analytics_url, where):
         print(f"sendrail demo, using {where}")
         await _wait_for_watchers(kafka, deadline_s)
         run_id = uuid.uuid4().hex[:8]
@@ -259,6 +292,16 @@ async def run_demo(*, deadline_s: float) -> int:
         problems = {sid: v for sid, o in outcomes.items()
                     if (v := _verdict(o, campaign, templates.get(sid) or "")) is not None}
         _print_summary(outcomes, problems, campaign)
+        disagreement = await _analytics_disagreement(analytics_url, campaign, outcomes, deadline_s)
+        page = f"{analytics_url}/?tenant=acme&campaign={campaign}"
+        if disagreement is None:
+            print(f"\nanalytics agrees with these counts; see the campaign at {page}")
+            if "own stack" in where:
+                print("(this stack stops with the demo: run `make run` in another terminal first "
+                      "to keep the page up)")
+        else:
+            print(f"\nanalytics DISAGREES: {disagreement} ({page})")
+            problems[uuid.UUID(int=0)] = disagreement
     elapsed_s = time.monotonic() - started_s
     print(f"\n{'OK' if not problems else 'FAILED'}: {len(outcomes) - len(problems)}/{len(outcomes)} "
           f"outcomes as expected, in {elapsed_s:.1f}s")

@@ -32,6 +32,7 @@ from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings, SecretSettings
 
 RUN_DIR = Path(".cache/run")
 LOCAL_KAFKA_PORT = 19092
+LOCAL_ANALYTICS_PORT = 8480
 SANDBOX_INFO_VARIABLE = "SENDRAIL_SANDBOX_INFO"
 
 
@@ -80,8 +81,9 @@ class ServiceProcess:
 class LocalStack:
     """Everything sendrail needs on this machine, started in order and stopped in reverse."""
 
-    def __init__(self, run_dir: Path, *, kafka_port: int) -> None:
+    def __init__(self, run_dir: Path, *, kafka_port: int, analytics_port: int | None = None) -> None:
         self.run_dir = run_dir
+        self.analytics_port = analytics_port or free_port()
         self.broker = KafkaBroker(run_dir / "kafka", port=kafka_port)
         self._mail_dir = Path(tempfile.mkdtemp(prefix="sendrail-sandbox-"))
         self.sandbox = MailSandbox(self._mail_dir)
@@ -116,6 +118,7 @@ class LocalStack:
                 "SENDRAIL_OAUTH_GOOGLE_TOKEN_URL": info.token_url_google,
                 "SENDRAIL_OAUTH_MICROSOFT_TOKEN_URL": info.token_url_microsoft,
                 "SENDRAIL_SENDER_HELD_RECHECK_S": "2",
+                "SENDRAIL_ANALYTICS_PORT": str(self.analytics_port),
                 SANDBOX_INFO_VARIABLE: str(info.root_dir / "sandbox.json"),
             }
             LOCAL_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +168,9 @@ def _banner(stack: LocalStack) -> str:
         *(f"  {u.user_id:<6} {u.address:<26} via {u.kind.value} ({u.connection_id})"
           for u in SAMPLE_USERS),
         "",
+        f"Analytics: http://127.0.0.1:{stack.analytics_port}/?tenant=acme   "
+        f"(API: /api/openapi.json)",
+        "",
         "Try, in another terminal:",
         "  .venv/bin/sendrail tail delivery",
         "  .venv/bin/sendrail send --tenant acme --user alice --identity alice@acme.example.com \\",
@@ -181,7 +187,8 @@ async def run_local_stack() -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with LocalStack(RUN_DIR, kafka_port=LOCAL_KAFKA_PORT) as stack:
+    async with LocalStack(RUN_DIR, kafka_port=LOCAL_KAFKA_PORT,
+                          analytics_port=LOCAL_ANALYTICS_PORT) as stack:
         await stack.connect_sample_users()
         print(_banner(stack), flush=True)
         await stop.wait()

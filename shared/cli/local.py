@@ -18,6 +18,7 @@ SERVICES = {
     "sender-exchange": "sendrail.services.sender_exchange.main",
     "sender-smtp": "sendrail.services.sender_smtp.main",
     "bounce-watcher": "sendrail.services.bounce_watcher.main",
+    "analytics": "sendrail.services.analytics.main",
 }
 
 

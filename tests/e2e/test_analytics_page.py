@@ -1,0 +1,160 @@
+"""The analytics page in a real headless Chromium: it loads, shows a new bounce live within two
+seconds of its event being published, and gives each campaign its bounce rate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from sendrail.bus.codec import encode
+from sendrail.events import BounceDetected, ChannelKind, DeliveryEvent, DeliveryStatus
+from sendrail.sandbox.ports import free_port
+from sendrail.service import ServiceState
+from sendrail.services.analytics.main import run
+from sendrail.settings import AnalyticsSettings, Settings
+from sendrail.topics import BOUNCES, DELIVERY
+from support.waiting import wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+"""Debian's chromium and chromium-driver: nothing is downloaded."""
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1440,900")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "reports" / "analytics-page.png"
+LIVE_WITHIN_S = 2.0
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: `make setup` installs Debian's chromium and chromium-driver")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@contextlib.asynccontextmanager
+async def analytics_service(settings: Settings) -> AsyncIterator[str]:
+    own = dataclasses.replace(settings, analytics=AnalyticsSettings(port=free_port()))
+    stop, state = asyncio.Event(), ServiceState("analytics")
+    task = asyncio.create_task(run(own, stop, state), name="analytics")
+    await wait_until(lambda: state.ready or task.done(), timeout_s=30, what="analytics ready")
+    if task.done():
+        task.result()
+    try:
+        yield f"http://127.0.0.1:{own.analytics.port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def sent(tenant: str, campaign: str, recipient: str) -> DeliveryEvent:
+    return DeliveryEvent(status=DeliveryStatus.SENT, send_id=uuid.uuid4(), tenant_id=tenant, user_id="alice",
+                         identity=f"alice@{tenant}.example.com", campaign_id=campaign, template_id="intro",
+                         channel=ChannelKind.GMAIL, connection_id="alice-gmail", recipients=[recipient],
+                         occurred_at=datetime.now(UTC) - timedelta(minutes=5))
+
+
+def bounced(send: DeliveryEvent) -> BounceDetected:
+    assert send.tenant_id is not None
+    return BounceDetected(
+        bounce_id=uuid.uuid4(), tenant_id=send.tenant_id, connection_id="alice-gmail", channel=ChannelKind.GMAIL,
+        recipient=send.recipients[0], status="5.1.1", reply_code="550",
+        diagnostic="550 5.1.1 The email account that you tried to reach does not exist.",
+        reason="userunknown", hard=True, correlated=True, send_id=send.send_id, user_id=send.user_id,
+        identity=send.identity, campaign_id=send.campaign_id, template_id=send.template_id,
+        detected_at=datetime.now(UTC))
+
+
+async def publish(producer: AIOKafkaProducer, *events: DeliveryEvent | BounceDetected) -> None:
+    for event in events:
+        if isinstance(event, DeliveryEvent):
+            await producer.send_and_wait(DELIVERY.name, encode(event), key=str(event.send_id).encode())
+        else:
+            await producer.send_and_wait(BOUNCES.name, encode(event), key=event.tenant_id.encode())
+
+
+def text_is(driver: WebDriver, css: str, expected: str, timeout_s: float) -> None:
+    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(
+        lambda d: any(e.text == expected for e in d.find_elements(By.CSS_SELECTOR, css)),
+        f"{css} never read {expected!r}")
+
+
+def present(driver: WebDriver, css: str, timeout_s: float) -> str:
+    found = WebDriverWait(driver, timeout_s, poll_frequency=0.02).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, css), f"{css} never appeared")
+    return str(found[0].text)
+
+
+async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
+    tenant: str, settings: Settings, producer: AIOKafkaProducer, browser: webdriver.Chrome,
+) -> None:
+    spring = [sent(tenant, "spring", f"lead{i}@example.org") for i in range(4)]
+    autumn = [sent(tenant, "autumn", f"prospect{i}@example.org") for i in range(2)]
+    await publish(producer, *spring, *autumn, bounced(spring[0]))
+
+    async with analytics_service(settings) as base:
+        await asyncio.to_thread(browser.get, f"{base}/?tenant={tenant}")
+        await asyncio.to_thread(text_is, browser, 'tr[data-key="spring"] td.rate', "25.0%", 10)
+        await asyncio.to_thread(text_is, browser, 'tr[data-key="autumn"] td.rate', "0.0%", 10)
+        await asyncio.to_thread(text_is, browser, "#status", "live", 10)
+        assert await asyncio.to_thread(
+            lambda: len(browser.find_elements(By.CSS_SELECTOR, "#chart svg rect.bounced"))) == 1
+
+        bounce = bounced(spring[1])
+        published_at = time.monotonic()
+        await publish(producer, bounce)
+        remaining_s = LIVE_WITHIN_S - (time.monotonic() - published_at)
+        # Marked `new`: it came over the event stream, not from a reload of the feed.
+        entry = await asyncio.to_thread(present, browser, f'#feed li.new[data-id="{bounce.bounce_id}"]',
+                                        remaining_s)
+        print(f"\nbounce on the page {time.monotonic() - published_at:.2f} s after it was published")
+        assert "lead1@example.org" in entry and "hard: userunknown" in entry and "campaign spring" in entry
+        first = await asyncio.to_thread(lambda: browser.find_element(By.CSS_SELECTOR, "#feed li").get_attribute(
+            "data-id"))
+        assert first == str(bounce.bounce_id)  # newest first
+        await asyncio.to_thread(text_is, browser, 'tr[data-key="spring"] td.rate', "50.0%", 10)
+        await asyncio.to_thread(text_is, browser, '[data-total="bounce_rate"] .value', "33.3%", 10)
+
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOT))
+        print(f"screenshot: {SCREENSHOT}")
+
+        # The feed's filters come from the address too: only this kind, only this campaign.
+        await asyncio.to_thread(browser.get, f"{base}/?tenant={tenant}&kind=bounce&campaign=spring")
+        await asyncio.to_thread(text_is, browser, "#status", "live", 10)
+
+        def feed_kinds() -> list[str | None]:
+            return [li.get_attribute("data-kind") for li in browser.find_elements(By.CSS_SELECTOR, "#feed li")]
+
+        await asyncio.to_thread(lambda: WebDriverWait(browser, 10, poll_frequency=0.05).until(
+            lambda _: len(feed_kinds()) == 2, "the two bounces in the filtered feed"))
+        assert feed_kinds() == ["bounce", "bounce"]
+        errors = [entry for entry in await asyncio.to_thread(browser.get_log, "browser")
+                  if entry["level"] == "SEVERE"]
+        assert errors == []  # no script error, no refused resource

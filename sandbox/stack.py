@@ -1,4 +1,4 @@
-"""The local stack behind `make run` and `make demo`: Kafka, the mail sandbox, the five services.
+"""The local stack behind `make run` and `make demo`: Kafka, the mail sandbox, the six services.
 
 Services run as separate processes, as in production; they reach the sandbox through
 the same settings a real deployment uses (token URLs, a CA file), written to

@@ -1,4 +1,4 @@
-"""The whole pipeline running: the five services on the test broker and the mail sandbox."""
+"""The whole pipeline running: the six services on the test broker and the mail sandbox."""
 
 from __future__ import annotations
 

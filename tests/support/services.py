@@ -1,4 +1,4 @@
-"""The five services, run in the test's own event loop so a test can stop and restart one."""
+"""The six services, run in the test's own event loop so a test can stop and restart one."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 
+from sendrail.delivery.credentials import PROVIDERS
 from sendrail.events import (
     ChannelAssigned,
     ChannelKind,
@@ -56,7 +57,6 @@ SAMPLE_USERS = (
                owns_connection=False),
 )
 
-_PROVIDERS = {ChannelKind.GMAIL: "google", ChannelKind.EXCHANGE_ONLINE: "microsoft"}
 
 
 async def connect_sample_users(producer: AIOKafkaProducer, admin: SandboxAdminClient,
@@ -72,8 +72,8 @@ async def connect_sample_users(producer: AIOKafkaProducer, admin: SandboxAdminCl
             "owner_user_id": user.user_id if user.owns_connection else None, "smtp": smtp,
             "connected_at": now, "updated_at": now,
         }
-        if user.kind in _PROVIDERS:
-            refresh_token = await admin.add_oauth_user(_PROVIDERS[user.kind], user.address)  # type: ignore[arg-type]
+        if user.kind in PROVIDERS:
+            refresh_token = await admin.add_oauth_user(PROVIDERS[user.kind], user.address)
             fields.update(address=user.address,
                           oauth=OAuthGrant(refresh_token=box.seal(refresh_token)),
                           imap=ImapServer(host=info.imap_host, port=info.imap_port))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
+from sendrail.delivery.credentials import PROVIDERS
 from sendrail.events import (
     ChannelAssigned,
     ChannelKind,
@@ -23,8 +24,6 @@ from sendrail.events import (
 from sendrail.registry.store import publish_record
 from sendrail.sandbox.mail_sandbox import MailSandbox
 from sendrail.secrets import SecretBox
-
-PROVIDERS = {ChannelKind.GMAIL: "google", ChannelKind.EXCHANGE_ONLINE: "microsoft"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Accounts:
             "smtp": SmtpServer(host=endpoint.host, port=endpoint.port),
         }
         if kind in PROVIDERS:
-            token = self._mail.add_oauth_user(PROVIDERS[kind], address)  # type: ignore[arg-type]
+            token = self._mail.add_oauth_user(PROVIDERS[kind], address)
             fields.update(address=address, oauth=OAuthGrant(refresh_token=self._box.seal(token)),
                           imap=ImapServer(host=self._mail.info.imap_host, port=self._mail.info.imap_port))
         else:

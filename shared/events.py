@@ -7,6 +7,7 @@ carries `schema_version`; a change that breaks readers raises it.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -85,8 +86,9 @@ class EmailRequested(_Event):
             raise ValueError("a request needs a text or an html body")
         return self
 
-    @property
+    @functools.cached_property
     def send_id(self) -> uuid.UUID:
+        """Computed once per request: the router and the senders ask for it several times."""
         return send_id_for(self.tenant_id, self.idempotency_key)
 
     @property

@@ -7,10 +7,16 @@ RFC 5322 §2.2).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import (
+    CASE_INSENSITIVE_MAILBOX_NAMES,
+    DOT_ATOM_TEXT,
+    EMAIL_MAX_LENGTH,
+)
 from pydantic import AfterValidator, StringConstraints
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -35,6 +41,43 @@ def normalize_address(value: str) -> str:
     """An addr-spec checked for syntax (no DNS look-up), domain lowercased."""
     if _LINE_BREAKS.search(value):
         raise ValueError("address contains a line break or NUL")
+    return _plain_address(value) or _checked_address(value)
+
+
+_CASE_INSENSITIVE_LOCAL_PARTS = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+def _plain_address(value: str) -> str | None:
+    """The common case at a fraction of the cost, or None to check the address in full.
+
+    An ASCII dot-atom local part (RFC 5322 §3.4.1) is valid as it is, and the domain's
+    verdict does not depend on the local part, so a domain is checked once and
+    remembered. The result is exactly what the full check returns; anything else
+    (quotes, display names, IDNA, lengths near the limit, a domain that fails) goes
+    through the full check and gets its own error.
+    """
+    local, at, domain = value.partition("@")
+    if not at or not value.isascii() or not DOT_ATOM_TEXT.match(local):
+        return None
+    ascii_domain = _plain_domain(domain)
+    if ascii_domain is None or len(local) + 1 + max(len(domain), len(ascii_domain)) > EMAIL_MAX_LENGTH:
+        return None
+    if local.lower() in _CASE_INSENSITIVE_LOCAL_PARTS:
+        local = local.lower()
+    return f"{local}@{ascii_domain.lower()}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_domain(domain: str) -> str | None:
+    """The domain's ASCII form when it is valid and needs no IDNA conversion, else None."""
+    try:
+        checked = validate_email(f"a@{domain}", check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    return checked.ascii_domain if checked.domain == checked.ascii_domain else None
+
+
+def _checked_address(value: str) -> str:
     try:
         # No SMTPUTF8 (RFC 6531) yet: local parts are ASCII, domains go out in their
         # ASCII (IDNA) form, which every server accepts.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from sendrail.bus.clients import ensure_topics, make_consumer, make_producer
+from sendrail.bus.lag import position_of, report_lag
 from sendrail.bus.publisher import Publisher
 from sendrail.bus.worker import consume_batches
 from sendrail.clock import system_clock
@@ -46,4 +47,6 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
         await asyncio.gather(
             consume_batches(requests, router_out, router.handle_batch, stop),
             consume_batches(held, held_out, releaser.handle_batch, stop),
+            report_lag(requests, SERVICE, [REQUESTS.name], position_of(requests), stop),
+            report_lag(held, f"{SERVICE}-held", [HELD.name], position_of(held), stop),
         )

@@ -65,33 +65,39 @@ class Router:
         self._clock = clock
 
     async def handle_batch(self, batch: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Each request is decided without waiting on the bus: its events are staged on the
+        publisher, which the worker sends and confirms once for the whole batch."""
         for record in batch:
-            await self.handle(record)
+            if not self._handle(record, registry_fresh=False):
+                # The registry may lag a change written a moment ago: catch up once, then decide.
+                await self._registry.refresh()
+                self._handle(record, registry_fresh=True)
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _handle(self, record: ConsumerRecord[bytes, bytes], *, registry_fresh: bool) -> bool:
+        """False when the request would be refused and the registry may not be current yet;
+        nothing is published then."""
         try:
             request = decode(EmailRequested, record.value or b"")
         except ValidationError as error:
-            await self._dead_letter(record, f"invalid send request: {_describe(error)}")
-            return
+            self._dead_letter(record, f"invalid send request: {_describe(error)}")
+            return True
         suppressed = self._suppression.suppressed(request.tenant_id, request.recipients)
         if suppressed:
-            await self._refuse(request, Refusal(
+            self._refuse(request, Refusal(
                 "suppressed recipients: " + "; ".join(f"{s.address} ({s.reason})" for s in suppressed)
                 + ". Remove them from the request, or lift the suppression with "
                   "`sendrail suppression remove`"), DeliveryStatus.SUPPRESSED)
-            return
+            return True
         decision = choose_route(request, self._registry.view)
         if isinstance(decision, Refusal):
-            # The registry may lag a change written a moment ago: catch up once, then decide.
-            await self._registry.refresh()
-            decision = choose_route(request, self._registry.view)
-        if isinstance(decision, Refusal):
-            await self._refuse(request, decision)
+            if not registry_fresh:
+                return False
+            self._refuse(request, decision)
         else:
-            await self._route(request, decision)
+            self._route(request, decision)
+        return True
 
-    async def _route(self, request: EmailRequested, route: Route) -> None:
+    def _route(self, request: EmailRequested, route: Route) -> None:
         now = self._clock()
         connection = route.connection
         routed = EmailRouted(
@@ -100,33 +106,33 @@ class Router:
         )
         key = connection_key(request.tenant_id, connection.connection_id)
         if route.held_reason is None:
-            await self._publisher.publish(OUTBOUND_BY_CHANNEL[connection.kind], routed, key=key)
+            self._publisher.stage(OUTBOUND_BY_CHANNEL[connection.kind], routed, key=key)
             event = DeliveryEvent.for_routed(routed, DeliveryStatus.QUEUED, now)
             outcome = "routed"
         else:
-            await self._publisher.publish(HELD, routed, key=key)
+            self._publisher.stage(HELD, routed, key=key)
             event = DeliveryEvent.for_routed(
                 routed, DeliveryStatus.DEFERRED, now,
                 reason=f"held until the user reconnects {connection.connection_id}: {route.held_reason}",
             )
             outcome = "held"
-        await self._publisher.publish(DELIVERY, event, key=str(routed.send_id).encode())
+        self._publisher.stage(DELIVERY, event, key=str(routed.send_id).encode())
         requests_routed.labels(connection.kind.value, outcome).inc()
 
-    async def _refuse(self, request: EmailRequested, refusal: Refusal,
-                      status: DeliveryStatus = DeliveryStatus.FAILED) -> None:
+    def _refuse(self, request: EmailRequested, refusal: Refusal,
+                status: DeliveryStatus = DeliveryStatus.FAILED) -> None:
         event = DeliveryEvent(
             status=status, send_id=request.send_id, tenant_id=request.tenant_id,
             user_id=request.user_id, identity=request.identity, campaign_id=request.campaign_id,
             template_id=request.template_id, recipients=request.recipients,
             reason=refusal.reason, occurred_at=self._clock(),
         )
-        await self._publisher.publish(DELIVERY, event, key=str(request.send_id).encode())
+        self._publisher.stage(DELIVERY, event, key=str(request.send_id).encode())
         requests_routed.labels("none", status.value).inc()
         log.info("request refused", send_id=str(request.send_id), tenant=request.tenant_id,
                  reason=refusal.reason)
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         now = self._clock()
         letter = RequestDeadLettered(
             source_topic=record.topic, partition=record.partition, offset=record.offset,
@@ -134,11 +140,11 @@ class Router:
             value_b64=base64.b64encode(record.value or b"").decode(),
             reason=reason, occurred_at=now,
         )
-        await self._publisher.publish(DEAD_LETTER, letter, key=record.key)
+        self._publisher.stage(DEAD_LETTER, letter, key=record.key)
         tenant_id, send_id = _identify(record.value or b"")
         event = DeliveryEvent(status=DeliveryStatus.DEAD_LETTERED, send_id=send_id,
                               tenant_id=tenant_id, reason=reason, occurred_at=now)
-        await self._publisher.publish(DELIVERY, event, key=record.key)
+        self._publisher.stage(DELIVERY, event, key=record.key)
         requests_routed.labels("none", "dead_lettered").inc()
         log.warning("request dead-lettered", topic=record.topic, partition=record.partition,
                     offset=record.offset, reason=reason)

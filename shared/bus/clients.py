@@ -42,6 +42,9 @@ def make_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProduce
         enable_idempotence=True,
         acks="all",
         linger_ms=2,
+        # One request per broker is in flight at a time (idempotence): larger batches carry a
+        # whole fetched batch's events in a few requests instead of many small ones.
+        max_batch_size=256 * 1024,
         **_common(settings),
     )
 
@@ -53,8 +56,13 @@ def make_consumer(
     client_id: str,
     from_beginning: bool = True,
     max_records: int = 500,
+    fetch_max_wait_ms: int = 500,
 ) -> AIOKafkaConsumer:
-    """Offsets are committed by the caller after the work is done (at-least-once)."""
+    """Offsets are committed by the caller after the work is done (at-least-once).
+
+    `fetch_max_wait_ms` is how long the broker holds a fetch that found nothing new: a
+    consumer that jumps between partitions wants it short, as its next fetch waits for it.
+    """
     return AIOKafkaConsumer(
         *topics,
         group_id=group_id,
@@ -63,8 +71,13 @@ def make_consumer(
         auto_offset_reset="earliest" if from_beginning else "latest",
         isolation_level="read_committed",
         max_poll_records=max_records,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         **_common(settings),
     )
+
+
+def make_admin(settings: KafkaSettings, *, client_id: str) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(client_id=client_id, **_common(settings))
 
 
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_TOPICS) -> None:

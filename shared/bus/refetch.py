@@ -17,7 +17,10 @@ class Refetcher:
                  timeout_s: float = 10.0) -> None:
         self._topic = topic
         self._timeout_s = timeout_s
-        self._consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None, client_id=client_id)
+        # Each read seeks elsewhere; a fetch left waiting at the end of the log must not hold
+        # up the next read for the broker's default half second.
+        self._consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None, client_id=client_id,
+                                                         fetch_max_wait_ms=10)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:

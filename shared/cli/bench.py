@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -14,18 +15,36 @@ from typing import Any
 from sendrail.cli.common import Subcommands
 from sendrail.service import configure_logging
 
+BENCHMARKS = ["throttle", "bounces", "router", "smtp", "memory"]
+
 
 async def bench(args: argparse.Namespace) -> int:
     configure_logging(json=False, level=logging.WARNING)  # the JSON report is the output
     from sendrail.sandbox.bench.bounces import parse_throughput, watcher_latency
+    from sendrail.sandbox.bench.memory import run_memory_bench
+    from sendrail.sandbox.bench.router import RouterBench, run_router_bench
+    from sendrail.sandbox.bench.smtp import SmtpBench, run_smtp_bench
     from sendrail.sandbox.bench.throttle import ThrottleBench, run_throttle_bench
 
+    chosen = BENCHMARKS if args.which == "all" else [args.which]
     results: dict[str, Any] = {}
-    if args.which in ("throttle", "all"):
+    if "throttle" in chosen:
         results.update(await run_throttle_bench(ThrottleBench()))
-    if args.which in ("bounces", "all"):
+    if "bounces" in chosen:
         results["bounce_parse"] = parse_throughput()
         results["bounce_watcher"] = await watcher_latency()
+    if "router" in chosen:
+        router = RouterBench(replicas=args.replicas)
+        if args.messages is not None:
+            router = dataclasses.replace(router, messages=args.messages)
+        results.update(await run_router_bench(router))
+    if "smtp" in chosen:
+        smtp = SmtpBench(sessions=args.sessions)
+        if args.messages is not None:
+            smtp = dataclasses.replace(smtp, messages=args.messages)
+        results.update(await run_smtp_bench(smtp))
+    if "memory" in chosen:
+        results.update(await run_memory_bench(args.backlog))
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": _cpus(), "python": platform.python_version()},
@@ -45,6 +64,14 @@ def _cpus() -> int:
 
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser("bench", help="run benchmarks on a local stack of their own")
-    parser.add_argument("which", choices=["throttle", "bounces", "all"], nargs="?", default="all")
+    parser.add_argument("which", choices=[*BENCHMARKS, "all"], nargs="?", default="all")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument("--messages", type=int,
+                        help="messages per run (router: 100,000; smtp: 5,000 by default)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="router processes in its consumer group (router)")
+    parser.add_argument("--sessions", type=int, default=16,
+                        help="concurrent SMTP sessions, for both sides (smtp)")
+    parser.add_argument("--backlog", type=int, default=100_000,
+                        help="requests queued at once (memory)")
     parser.set_defaults(handler=bench)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sendrail.events import EmailRouted
 
 
-@dataclass
+@dataclass(slots=True)
 class Queued:
     offset: int
     routed: EmailRouted | None
@@ -21,60 +21,58 @@ class Queued:
 
 
 class ConnectionQueue:
+    """The decoded messages come first, then the references: a reference is a bare offset
+    (no object of its own), so a queued message that is not loaded costs a deque slot."""
+
     def __init__(self, partition: int, *, loaded_limit: int) -> None:
         self.partition = partition
         self._loaded_limit = loaded_limit
-        self._items: deque[Queued] = deque()
-        self._loaded = 0
+        self._loaded: deque[Queued] = deque()
+        self._references: deque[int] = deque()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._loaded) + len(self._references)
 
     @property
     def loaded(self) -> int:
-        return self._loaded
+        return len(self._loaded)
 
     def push(self, offset: int, routed: EmailRouted) -> None:
         """Append; kept decoded only while everything before it is decoded too and there is room."""
-        keep = self._loaded == len(self._items) and self._loaded < self._loaded_limit
-        self._items.append(Queued(offset, routed if keep else None))
-        self._loaded += keep
+        if not self._references and len(self._loaded) < self._loaded_limit:
+            self._loaded.append(Queued(offset, routed))
+        else:
+            self._references.append(offset)
 
     def push_front(self, item: Queued) -> None:
         """Back to the head, for a message whose attempt must be repeated."""
         assert item.routed is not None
-        self._items.appendleft(item)
-        self._loaded += 1
+        self._loaded.appendleft(item)
 
     def head(self) -> Queued | None:
-        return self._items[0] if self._items else None
+        if self._loaded:
+            return self._loaded[0]
+        return Queued(self._references[0], None) if self._references else None
 
     def pop(self) -> Queued:
-        item = self._items.popleft()
-        assert item.routed is not None, "a reference must be loaded before it is taken"
-        self._loaded -= 1
-        return item
+        assert self._loaded, "a reference must be loaded before it is taken"
+        return self._loaded.popleft()
 
     def references_to_load(self) -> list[int]:
         """Offsets of the references that may be loaded now, in order."""
-        room = self._loaded_limit - self._loaded
-        if room <= 0 or self._loaded == len(self._items):
+        room = self._loaded_limit - len(self._loaded)
+        if room <= 0:
             return []
-        start = self._loaded
-        return [self._items[i].offset for i in range(start, min(len(self._items), start + room))]
+        return [self._references[i] for i in range(min(room, len(self._references)))]
 
     def load(self, records: dict[int, EmailRouted]) -> None:
         """Fill in loaded references (in order, from the first still unloaded)."""
-        for i in range(self._loaded, len(self._items)):
-            routed = records.get(self._items[i].offset)
-            if routed is None:
-                break
-            self._items[i].routed = routed
-            self._loaded += 1
+        while self._references and (routed := records.get(self._references[0])) is not None:
+            self._loaded.append(Queued(self._references.popleft(), routed))
 
     def loaded_items(self) -> list[Queued]:
-        return [self._items[i] for i in range(self._loaded)]
+        return list(self._loaded)
 
     def drop_references(self, offsets: set[int]) -> None:
         """Forget references whose messages can no longer be read."""
-        self._items = deque(i for i in self._items if i.routed is not None or i.offset not in offsets)
+        self._references = deque(o for o in self._references if o not in offsets)

@@ -215,6 +215,10 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             queue_depth.labels(kind.value).set(
                 sum(len(c.queue) for c in self._connections.values() if c.kind is kind))
 
+    async def committed_offset(self, tp: TopicPartition) -> int | None:
+        """Where this replica's work on a partition is done: queued mail still counts as lag."""
+        return self._committed.get(tp.partition)
+
     def queue_depths(self, top: int = 50) -> dict[str, int]:
         """The deepest connection queues, for /healthz (a label per connection would not scale)."""
         deepest = sorted(self._connections.values(), key=lambda c: len(c.queue), reverse=True)
@@ -238,9 +242,12 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._drain(connection, publisher, broken, None)
             else:
                 next_s = await self._send_turn(connection, record, publisher)
-            await publisher.confirm()
+            # The next turn's mail is read while this turn's outcomes are being stored.
+            await asyncio.gather(publisher.confirm(), self._load_head(connection))
         except Exception:
             log.exception("turn failed; the connection backs off", connection=connection.key[1])
+            with contextlib.suppress(Exception):
+                await publisher.send_staged()  # the outcomes decided before the failure
             if connection.book is not None:
                 connection.book.throttle.back_off(self._clock().timestamp(), jitter=random.random())
         finally:
@@ -295,29 +302,33 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             try:
                 due_s = planner.next_attempt_s(recipients, now_s)
             except NeverFits as error:
-                await self._finish(connection, connection.queue.pop(), publisher,
-                                   DeliveryStatus.FAILED, reason=error.reason)
+                self._finish(connection, connection.queue.pop(), publisher,
+                             DeliveryStatus.FAILED, reason=error.reason)
                 continue
             if due_s > now_s:
                 if not batch:
-                    await self._announce_wait(connection, publisher, due_s)
+                    self._announce_wait(connection, publisher, due_s)
                     return due_s
                 break
             planner.sent(now_s, recipients)
             batch.append(connection.queue.pop())
             sends[head.offset] = recipients
         if not batch:
-            await self._save(connection, now)
+            await self._save(connection, now, publisher)
             return now_s if len(connection.queue) else None
         book.begin(sends, now_s)
-        await self._save(connection, now)  # stored before sending: these sends count, whatever follows
+        if book.throttle.policy.limits:
+            # Stored before sending: these sends count, whatever follows. (Without limits
+            # there is nothing for them to count against; what was finished before this turn
+            # is already stored.)
+            await self._save(connection, now)
         results = await asyncio.gather(*(self._attempt(item, record) for item in batch))
         done_s = self._clock().timestamp()
         retry = [item for item, attempted in zip(batch, results, strict=True)
                  if not await self._record_outcome(connection, record, item, attempted, publisher, done_s)]
         for item in reversed(retry):
             connection.queue.push_front(item)
-        await self._save(connection, self._clock())
+        await self._save(connection, self._clock(), publisher)
         return None
 
     async def _record_outcome(self, connection: _Connection, record: ConnectionConfigured,
@@ -333,12 +344,12 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 assert attempted.reply is not None
                 book.sent(item.offset, now_s)
                 refused = "; ".join(f"{a}: {c} {t}" for a, (c, t) in attempted.reply.refused.items())
-                await self._finish(connection, item, publisher, DeliveryStatus.SENT,
-                                   message_id=message_id_for(item.routed),
-                                   reply_code=attempted.reply.code, reply_text=attempted.reply.text,
-                                   reason=f"refused recipients: {refused}" if refused else None)
+                self._finish(connection, item, publisher, DeliveryStatus.SENT,
+                             message_id=message_id_for(item.routed),
+                             reply_code=attempted.reply.code, reply_text=attempted.reply.text,
+                             reason=f"refused recipients: {refused}" if refused else None)
             case Result.FAILED:
-                await self._finish(connection, item, publisher, DeliveryStatus.FAILED, attempted)
+                self._finish(connection, item, publisher, DeliveryStatus.FAILED, attempted)
             case Result.BROKEN:
                 await self._mark_broken(record, attempted.reason or "credentials refused", publisher)
                 await self._hold(connection, item, publisher, attempted.reason or "", attempted)
@@ -349,8 +360,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                     throttle.back_off(now_s, jitter=random.random())
                 book.release(item.offset)
                 resume_s = throttle.next_attempt_s(len(item.routed.request.recipients), now_s)
-                await self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, attempted,
-                                 next_attempt_at=datetime.fromtimestamp(resume_s, UTC))
+                self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, attempted,
+                           next_attempt_at=datetime.fromtimestamp(resume_s, UTC))
                 return False
         return True
 
@@ -368,12 +379,13 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         publisher = self._publisher_factory()
         for routed, due_s, position in arrivals:
-            await self._emit(publisher, routed, DeliveryStatus.DEFERRED,
-                             next_attempt_at=datetime.fromtimestamp(due_s, UTC),
-                             reason=f"waiting for the connection's sending limits; "
-                                    f"number {position} in its queue")
+            self._emit(publisher, routed, DeliveryStatus.DEFERRED,
+                       next_attempt_at=datetime.fromtimestamp(due_s, UTC),
+                       reason=f"waiting for the connection's sending limits; "
+                              f"number {position} in its queue")
+        await publisher.send_staged()
 
-    async def _announce_wait(self, connection: _Connection, publisher: Publisher, due_s: float) -> None:
+    def _announce_wait(self, connection: _Connection, publisher: Publisher, due_s: float) -> None:
         """A `deferred` event, once, for each loaded message that has to wait for the limits."""
         at = datetime.fromtimestamp(due_s, UTC)
         for item in connection.queue.loaded_items():
@@ -381,11 +393,16 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             assert item.routed is not None
             connection.announced.add(item.offset)
-            await self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, next_attempt_at=at,
-                             reason=f"waiting for the connection's sending limits; "
-                                    f"{len(connection.queue)} queued, next slot at {at:%H:%M:%S}")
+            self._emit(publisher, item.routed, DeliveryStatus.DEFERRED, next_attempt_at=at,
+                       reason=f"waiting for the connection's sending limits; "
+                              f"{len(connection.queue)} queued, next slot at {at:%H:%M:%S}")
 
     async def _load_head(self, connection: _Connection) -> None:
+        """Reads references again once fewer are loaded than a turn can send, and then as
+        many as there is room for: a read is a broker round trip, not one per turn."""
+        turn = self._attempts.sessions_per_connection() * self._settings.messages_per_session_turn
+        if connection.queue.loaded >= turn:
+            return
         offsets = connection.queue.references_to_load()
         if not offsets:
             return
@@ -413,15 +430,15 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # --- outcomes ------------------------------------------------------------------------
 
-    async def _finish(self, connection: _Connection, item: Queued, publisher: Publisher,
-                      status: DeliveryStatus, attempted: Attempted | None = None,
-                      **outcome: object) -> None:
+    def _finish(self, connection: _Connection, item: Queued, publisher: Publisher,
+                status: DeliveryStatus, attempted: Attempted | None = None,
+                **outcome: object) -> None:
         assert item.routed is not None
         if connection.book is not None:
             connection.book.finish(item.offset)
         connection.announced.discard(item.offset)
         self._progress_for(connection).finished(item.offset)
-        await self._emit(publisher, item.routed, status, attempted, **outcome)
+        self._emit(publisher, item.routed, status, attempted, **outcome)
 
     async def _drain(self, connection: _Connection, publisher: Publisher, broken: str | None,
                      failure: str | None) -> None:
@@ -431,16 +448,16 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             if broken is not None:
                 await self._hold(connection, item, publisher, broken)
             else:
-                await self._finish(connection, item, publisher, DeliveryStatus.FAILED, reason=failure)
-        await self._save(connection, self._clock())
+                self._finish(connection, item, publisher, DeliveryStatus.FAILED, reason=failure)
+        await self._save(connection, self._clock(), publisher)
 
     async def _hold(self, connection: _Connection, item: Queued, publisher: Publisher, reason: str,
                     attempted: Attempted | None = None) -> None:
         """The connection is broken: the mail waits on the held topic until the user reconnects."""
         assert item.routed is not None
         await publisher.publish(HELD, item.routed, key=connection_key(*connection.key))
-        await self._finish(connection, item, publisher, DeliveryStatus.DEFERRED, attempted,
-                           reason=f"held until the user reconnects {connection.key[1]}: {reason}")
+        self._finish(connection, item, publisher, DeliveryStatus.DEFERRED, attempted,
+                     reason=f"held until the user reconnects {connection.key[1]}: {reason}")
 
     async def _mark_broken(self, record: ConnectionConfigured, reason: str, publisher: Publisher) -> None:
         health = ConnectionHealthChanged(tenant_id=record.tenant_id, connection_id=record.connection_id,
@@ -450,14 +467,15 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         log.warning("connection broken", tenant=record.tenant_id, connection=record.connection_id,
                     reason=reason)
 
-    async def _emit(self, publisher: Publisher, routed: EmailRouted, status: DeliveryStatus,
-                    attempted: Attempted | None = None, **outcome: object) -> None:
+    def _emit(self, publisher: Publisher, routed: EmailRouted, status: DeliveryStatus,
+              attempted: Attempted | None = None, **outcome: object) -> None:
+        """Staged on the turn's publisher, which sends a turn's events together."""
         if attempted is not None and attempted.error is not None:
             outcome.setdefault("reason", attempted.error.reason)
             outcome.setdefault("reply_code", attempted.error.reply_code)
             outcome.setdefault("reply_text", attempted.error.reply_text)
         event = DeliveryEvent.for_routed(routed, status, self._clock(), **outcome)
-        await publisher.publish(DELIVERY, event, key=str(routed.send_id).encode())
+        publisher.stage(DELIVERY, event, key=str(routed.send_id).encode())
         emails_delivered.labels(routed.channel.value, status.value).inc()
 
     # --- offsets and rebalancing ---------------------------------------------------------
@@ -465,11 +483,19 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
     def _progress_for(self, connection: _Connection) -> PartitionProgress:
         return self._progress.setdefault(connection.queue.partition, PartitionProgress())
 
-    async def _save(self, connection: _Connection, now: datetime) -> None:
+    async def _save(self, connection: _Connection, now: datetime,
+                    publisher: Publisher | None = None) -> None:
+        """Stores the connection's book: at once, or with `publisher`'s events, which the turn
+        confirms before it ends (the finished offsets are stored before the next turn, in
+        one round trip with the turn's events instead of one more of their own)."""
         # Offsets below the last *committed* one will not be read again, even after a crash.
         committed = self._committed.get(connection.queue.partition, 0)
-        if connection.book is not None:
+        if connection.book is None:
+            return
+        if publisher is None:
             await self._states.save(connection.book, committed, now)
+        else:
+            await self._states.save_with(publisher, connection.book, committed, now)
 
     async def _commit(self) -> None:
         offsets = {

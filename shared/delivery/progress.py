@@ -7,30 +7,53 @@ that is still unfinished. Pure.
 
 from __future__ import annotations
 
-import heapq
+_GAP, _UNFINISHED, _FINISHED = 0, 1, 2
 
 
 class PartitionProgress:
+    """One byte per offset from the lowest unfinished one to the last read: a backlog of a
+    million messages costs a megabyte here, not a set and a heap of a million integers."""
+
     def __init__(self) -> None:
-        self._unfinished: set[int] = set()
-        self._heap: list[int] = []
+        self._base = 0
+        """The offset of `_states[0]`."""
+        self._states = bytearray()
+        self._unfinished = 0
         self._next_offset: int | None = None
 
     def consumed(self, offset: int) -> None:
-        self._unfinished.add(offset)
-        heapq.heappush(self._heap, offset)
+        if self._next_offset is None:
+            self._base = offset
+        elif offset < self._base:  # read again from an earlier position
+            self._states[:0] = bytes(self._base - offset)
+            self._base = offset
+        index = offset - self._base
+        if index >= len(self._states):
+            self._states.extend(bytes(index + 1 - len(self._states)))
+        if self._states[index] != _UNFINISHED:
+            self._states[index] = _UNFINISHED
+            self._unfinished += 1
         if self._next_offset is None or offset >= self._next_offset:
             self._next_offset = offset + 1
 
     def finished(self, offset: int) -> None:
-        self._unfinished.discard(offset)
+        index = offset - self._base
+        if 0 <= index < len(self._states) and self._states[index] == _UNFINISHED:
+            self._states[index] = _FINISHED
+            self._unfinished -= 1
 
     @property
     def unfinished(self) -> int:
-        return len(self._unfinished)
+        return self._unfinished
 
     def committable(self) -> int | None:
         """The offset to commit: everything before it is finished (None: nothing read yet)."""
-        while self._heap and self._heap[0] not in self._unfinished:
-            heapq.heappop(self._heap)
-        return self._heap[0] if self._heap else self._next_offset
+        first = self._states.find(_UNFINISHED)
+        if first < 0:
+            self._base += len(self._states)
+            self._states.clear()
+            return self._next_offset
+        if first:
+            del self._states[:first]
+            self._base += first
+        return self._base

@@ -8,6 +8,7 @@ import contextlib
 import aiohttp
 
 from sendrail.bus.clients import ensure_topics, make_consumer, make_producer
+from sendrail.bus.lag import report_lag
 from sendrail.bus.publisher import Publisher
 from sendrail.bus.refetch import Refetcher
 from sendrail.clock import system_clock
@@ -56,4 +57,7 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
         stack.push_async_callback(consumer.stop)
         state.details = lambda: {"queued": dispatcher.queue_depths()}
         state.ready = True
-        await dispatcher.run(stop)
+        await asyncio.gather(
+            dispatcher.run(stop),
+            report_lag(consumer, policy.service, [policy.topic.name], dispatcher.committed_offset, stop),
+        )

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from sendrail.bus.codec import decode, encode
+from sendrail.bus.publisher import Publisher
 from sendrail.bus.table import TopicFollower
 from sendrail.events import ThrottleStateRecorded
 from sendrail.settings import KafkaSettings, SenderSettings
@@ -149,6 +150,13 @@ class ThrottleStateStore:
         self._books.pop(key, None)
 
     async def save(self, book: ConnectionBook, committed_offset: int, now: datetime) -> None:
+        """Stored and acknowledged when this returns."""
         await self._producer.send_and_wait(
             THROTTLE_STATE.name, encode(book.snapshot(committed_offset, now)),
             key=connection_key(*book.key))
+
+    async def save_with(self, publisher: Publisher, book: ConnectionBook, committed_offset: int,
+                        now: datetime) -> None:
+        """Handed to the producer now; acknowledged when `publisher` is confirmed."""
+        await publisher.publish(THROTTLE_STATE, book.snapshot(committed_offset, now),
+                                key=connection_key(*book.key))

@@ -29,6 +29,10 @@ class RegistryView:
     tenants: dict[str, TenantConfigured] = field(default_factory=dict)
     throttles: dict[TenantKey, ThrottleConfigured] = field(default_factory=dict)
     """(tenant_id, connection_id or TEAM_WIDE)."""
+    _by_owner: dict[tuple[str, str | None], list[ConnectionConfigured]] | None = field(
+        default=None, init=False, repr=False)
+    """Each user's connections: the router asks on nearly every request, and connections
+    change rarely, so the index is rebuilt at the first question after a change."""
 
     def apply(self, key: str, record: RegistryRecord | None) -> None:
         """Apply one record; `None` (a tombstone) deletes what `key` names."""
@@ -38,6 +42,7 @@ class RegistryView:
         match record:
             case ConnectionConfigured():
                 self.connections[(record.tenant_id, record.connection_id)] = record
+                self._by_owner = None
             case ConnectionHealthChanged():
                 self.health[(record.tenant_id, record.connection_id)] = record
             case IdentityRegistered():
@@ -59,6 +64,8 @@ class RegistryView:
             "assignment": self.assignments,  # type: ignore[dict-item]
             "throttle": self.throttles,  # type: ignore[dict-item]
         }
+        if kind == "connection":
+            self._by_owner = None
         if kind == "tenant":
             self.tenants.pop(tenant_id, None)
         elif kind in tables:
@@ -91,10 +98,13 @@ class RegistryView:
                 self.throttles.get((tenant_id, connection_id)))
 
     def user_connections(self, tenant_id: str, user_id: str) -> list[ConnectionConfigured]:
-        return [
-            c for (t, _), c in self.connections.items()
-            if t == tenant_id and c.owner_user_id == user_id
-        ]
+        """In the order the connections were first configured (the rules take the first fit)."""
+        if self._by_owner is None:
+            index: dict[tuple[str, str | None], list[ConnectionConfigured]] = {}
+            for (connection_tenant, _), connection in self.connections.items():
+                index.setdefault((connection_tenant, connection.owner_user_id), []).append(connection)
+            self._by_owner = index
+        return list(self._by_owner.get((tenant_id, user_id), ()))
 
     def user_identities(self, tenant_id: str, user_id: str) -> list[IdentityRegistered]:
         return [i for (t, _), i in self.identities.items() if t == tenant_id and i.user_id == user_id]

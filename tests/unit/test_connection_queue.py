@@ -1,0 +1,72 @@
+"""A connection's queue: decoded head, references behind it, loaded in order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sendrail.delivery.connection_queue import ConnectionQueue, Queued
+from sendrail.events import ChannelKind, EmailRequested, EmailRouted, Source
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def routed(n: int) -> EmailRouted:
+    request = EmailRequested(idempotency_key=f"k{n}", tenant_id="acme", user_id="ann",
+                             identity="ann@acme.example", source=Source.API, to=["a@example.org"],
+                             subject="Hi", text="x", requested_at=T0)
+    return EmailRouted(send_id=request.send_id, channel=ChannelKind.CUSTOM_SMTP,
+                       connection_id="c1", request=request, routed_at=T0)
+
+
+def test_only_the_first_messages_stay_decoded() -> None:
+    queue = ConnectionQueue(0, loaded_limit=2)
+    for offset in (10, 11, 12, 13):
+        queue.push(offset, routed(offset))
+    assert len(queue) == 4 and queue.loaded == 2
+    assert [i.offset for i in queue.loaded_items()] == [10, 11]
+    assert queue.references_to_load() == []
+
+
+def test_references_are_loaded_in_order_as_room_frees() -> None:
+    queue = ConnectionQueue(0, loaded_limit=2)
+    for offset in (10, 11, 12, 13, 14):
+        queue.push(offset, routed(offset))
+    assert queue.pop().offset == 10
+    assert queue.references_to_load() == [12]
+    assert queue.pop().offset == 11
+    assert queue.references_to_load() == [12, 13]
+    queue.load({13: routed(13)})  # 12 missing: nothing after it is loaded either
+    assert queue.loaded == 0
+    head = queue.head()
+    assert head is not None and head.offset == 12 and head.routed is None
+    queue.load({12: routed(12), 13: routed(13)})
+    assert [i.offset for i in queue.loaded_items()] == [12, 13]
+    assert len(queue) == 3
+
+
+def test_a_message_pushed_while_references_wait_becomes_a_reference() -> None:
+    queue = ConnectionQueue(0, loaded_limit=1)
+    queue.push(1, routed(1))
+    queue.push(2, routed(2))
+    queue.pop()
+    queue.push(3, routed(3))  # room, but 2 is still a reference: order is kept
+    assert queue.loaded == 0 and queue.references_to_load() == [2]
+
+
+def test_a_repeated_attempt_goes_back_to_the_head() -> None:
+    queue = ConnectionQueue(0, loaded_limit=2)
+    queue.push(1, routed(1))
+    queue.push(2, routed(2))
+    item = queue.pop()
+    queue.push_front(item)
+    assert queue.head() == item and len(queue) == 2
+
+
+def test_unreadable_references_are_dropped() -> None:
+    queue = ConnectionQueue(0, loaded_limit=1)
+    for offset in (1, 2, 3):
+        queue.push(offset, routed(offset))
+    queue.drop_references({2})
+    queue.pop()
+    assert queue.references_to_load() == [3]
+    assert isinstance(queue.head(), Queued)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
-import signal
 import uuid
 from pathlib import Path
 
 from sendrail.sandbox.ports import free_port
+from sendrail.sandbox.processes import stop_process
 
 DEFAULT_JARS_DIR = Path(".cache/kafka/libs")
 """Where `make setup` puts the broker's jars (the version is set in sandbox/kafka-pom.xml)."""
@@ -116,11 +115,5 @@ class KafkaBroker:
 
     async def stop(self, *, timeout_s: float = 20.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        if process is not None:
+            await stop_process(process, timeout_s=timeout_s, whole_group=True)

@@ -26,6 +26,7 @@ from sendrail.sandbox.admin_client import SandboxAdminClient
 from sendrail.sandbox.kafka_broker import KafkaBroker
 from sendrail.sandbox.mail_sandbox import MailSandbox, SandboxInfo
 from sendrail.sandbox.ports import free_port
+from sendrail.sandbox.processes import stop_process
 from sendrail.sandbox.sample_users import SAMPLE_USERS, connect_sample_users
 from sendrail.secrets import SecretBox
 from sendrail.settings import LOCAL_ENV_FILE, KafkaSettings, SecretSettings
@@ -68,14 +69,8 @@ class ServiceProcess:
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None:
+            await stop_process(process, timeout_s=timeout_s)
 
 
 class LocalStack:

@@ -57,7 +57,7 @@ PIPE_IN = Topic("bench.pipe-in", BaseModel, "tenant_id/user_id", "The raw pipe's
 PIPE_OUT = Topic("bench.pipe-out", BaseModel, "tenant_id/user_id", "The raw pipe's output.")
 CHANNEL_TOPICS = sorted({t.name: t for t in OUTBOUND_BY_CHANNEL.values()}.values(), key=lambda t: t.name)
 
-_BODY = ("Hello {name},\n\nThank you for your interest in our spring offer. " * 15
+BODY = ("Hello {name},\n\nThank you for your interest in our spring offer. " * 15
          + "\n\nBest regards,\nThe sales team\n")
 
 
@@ -272,7 +272,7 @@ def _request(n: int, user: tuple[str, str, str, ChannelKind]) -> tuple[bytes, by
         template_id="intro" if source is Source.CAMPAIGN else None,
         to=[f"lead{n}@customer{n % 97}.example.org", *([f"boss{n}@customer.example.org"] * (n % 2))],
         cc=[f"copy{n}@{tenant_id}.example.com"] if n % 5 == 0 else [],
-        subject=f"Our spring offer, for you ({n})", text=_BODY.format(name=f"Lead {n}"),
+        subject=f"Our spring offer, for you ({n})", text=BODY.format(name=f"Lead {n}"),
         headers={"X-Campaign-Step": str(n % 3 + 1)}, requested_at=datetime.now(UTC))
     return f"{tenant_id}/{user_id}".encode(), encode(request)
 

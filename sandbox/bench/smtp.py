@@ -47,6 +47,7 @@ from sendrail.events import (
 from sendrail.mail.message import build_message
 from sendrail.registry.store import publish_record
 from sendrail.sandbox.bench.router import (
+    BODY,
     bench_stack,
     cpu_s,
     end_offsets,
@@ -62,8 +63,6 @@ from sendrail.secrets import SecretBox
 from sendrail.settings import KafkaSettings, SecretSettings
 from sendrail.topics import DELIVERY, OUTBOUND_SMTP, connection_key
 
-_BODY = ("Hello {name},\n\nThank you for your interest in our spring offer. " * 15
-         + "\n\nBest regards,\nThe sales team\n")
 _MAX_BYTES = 25 * 1024 * 1024
 
 
@@ -160,7 +159,7 @@ def routed_email(n: int, account: Account) -> EmailRouted:
         idempotency_key=f"smtp-bench-{n}", tenant_id=account.tenant_id,
         user_id=account.connection_id, identity=account.address, source=Source.CAMPAIGN,
         campaign_id="spring", template_id="intro", to=[f"lead{n}@customer{n % 97}.example.org"],
-        subject=f"Our spring offer, for you ({n})", text=_BODY.format(name=f"Lead {n}"),
+        subject=f"Our spring offer, for you ({n})", text=BODY.format(name=f"Lead {n}"),
         headers={"X-Campaign-Step": "1"}, requested_at=datetime.now(UTC))
     return EmailRouted(send_id=request.send_id, channel=ChannelKind.CUSTOM_SMTP,
                        connection_id=account.connection_id, request=request,

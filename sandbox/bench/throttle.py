@@ -43,6 +43,7 @@ from sendrail.events import (
     ThrottleConfigured,
 )
 from sendrail.registry.store import publish_record
+from sendrail.sandbox.bench.router import cpu_s, pid_of
 from sendrail.sandbox.ports import free_port
 from sendrail.sandbox.stack import LocalStack, ServiceProcess
 from sendrail.secrets import SecretBox
@@ -141,10 +142,10 @@ async def _scenario(stack: LocalStack, bench: ThrottleBench, *, replicas: int,
         await producer.flush()
         published_s = time.time()
         senders = [s for s in stack.services if s.name == "sender-smtp"]
-        cpu_before = _cpu_s(senders[0])
+        cpu_before = cpu_s(pid_of(senders[0]))
         sent = await _wait_for_sends(kafka, tenant, requests, bench, kill_one=kill_one,
                                      stack=stack, replicas=replicas)
-        cpu_after = _cpu_s(senders[0])
+        cpu_after = cpu_s(pid_of(senders[0]))
     finally:
         await producer.stop()
 
@@ -183,7 +184,7 @@ async def _scenario(stack: LocalStack, bench: ThrottleBench, *, replicas: int,
                                       "max": round(max(light_delays), 3)},
         "wall_s": round(time.time() - published_s, 1),
     }
-    if replicas == 1 and cpu_before is not None and cpu_after is not None:
+    if replicas == 1:
         result["sender_cpu_us_per_message"] = round((cpu_after - cpu_before) / len(requests) * 1e6, 1)
     return result
 
@@ -248,16 +249,3 @@ def _scheduling_cost_us(bench: ThrottleBench, messages: int = 20_000) -> float:
         ledger.record(now_s, 1)
         ledger.prune(now_s, policy.keep_s)
     return round((time.perf_counter() - started) / messages * 1e6, 2)
-
-
-def _cpu_s(service: ServiceProcess) -> float | None:
-    """User plus system CPU seconds of a service process, from /proc (Linux)."""
-    if service.process is None:
-        return None
-    try:
-        fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-

@@ -13,11 +13,11 @@ from sendrail.bus.clients import ensure_topics, make_producer
 from sendrail.bus.codec import decode, decode_analytics
 from sendrail.bus.table import TopicFollower
 from sendrail.clock import system_clock
-from sendrail.delivery.credentials import access_tokens_for, with_rotated_token
+from sendrail.delivery.credentials import access_tokens_for, rotated_token_store
 from sendrail.events import BounceDetected, ConnectionConfigured, DeliveryEvent, WatcherCheckpoint
 from sendrail.mail.oauth import AccessTokenSource, TokenEndpoint
 from sendrail.mail.tls import client_tls_context
-from sendrail.registry.store import RegistryStore, publish_record
+from sendrail.registry.store import RegistryStore
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
 from sendrail.services.bounce_watcher.correlation import SendIndex
@@ -64,10 +64,7 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
 
         endpoint = TokenEndpoint(settings.oauth, http)
 
-        async def store_rotated(connection: ConnectionConfigured, refresh_token: str) -> None:
-            current = registry.view.connection(connection.tenant_id, connection.connection_id)
-            await publish_record(producer, with_rotated_token(current or connection, secrets.seal(
-                refresh_token), system_clock()))
+        store_rotated = rotated_token_store(registry, producer, secrets)
 
         def tokens_for(connection: ConnectionConfigured) -> AccessTokenSource:
             return access_tokens_for(connection, endpoint, secrets, store_rotated)

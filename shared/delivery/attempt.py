@@ -7,12 +7,11 @@ connection's trouble never holds up another's mail.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sendrail.delivery.credentials import smtp_auth_for
+from sendrail.delivery.credentials import StoreRotatedToken, smtp_auth_for
 from sendrail.delivery.policy import ChannelPolicy
 from sendrail.errors import (
     ConfigurationError,
@@ -59,7 +58,6 @@ _RESULTS: tuple[tuple[type[DeliveryError], Result], ...] = (
 ConnectionVersion = tuple[str, str, datetime]
 """(tenant_id, connection_id, connected_at): new credentials mean new sessions."""
 
-StoreRotatedToken = Callable[[ConnectionConfigured, str], Awaitable[None]]
 
 
 class DeliveryAttempts:

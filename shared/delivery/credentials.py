@@ -7,10 +7,14 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from aiokafka import AIOKafkaProducer
+
+from sendrail.clock import system_clock
 from sendrail.errors import ConfigurationError
 from sendrail.events import ChannelKind, ConnectionConfigured
 from sendrail.mail.oauth import AccessTokenSource, Provider, TokenEndpoint
 from sendrail.mail.smtp import PasswordAuth, SmtpAuth, XOAuth2Auth
+from sendrail.registry.store import RegistryStore, publish_record
 from sendrail.secrets import SecretBox
 
 PROVIDERS: dict[ChannelKind, Provider] = {
@@ -28,6 +32,19 @@ def with_rotated_token(connection: ConnectionConfigured, sealed_refresh_token: s
     assert connection.oauth is not None
     oauth = connection.oauth.model_copy(update={"refresh_token": sealed_refresh_token})
     return connection.model_copy(update={"oauth": oauth, "updated_at": now})
+
+
+def rotated_token_store(registry: RegistryStore, producer: AIOKafkaProducer,
+                        secrets: SecretBox) -> StoreRotatedToken:
+    """Microsoft hands out a new refresh token on each use: store it, sealed, on the
+    connection's latest record (shared by every process that refreshes tokens)."""
+
+    async def store(connection: ConnectionConfigured, refresh_token: str) -> None:
+        current = registry.view.connection(connection.tenant_id, connection.connection_id)
+        await publish_record(producer, with_rotated_token(
+            current or connection, secrets.seal(refresh_token), system_clock()))
+
+    return store
 
 
 def access_tokens_for(connection: ConnectionConfigured, endpoint: TokenEndpoint,

@@ -13,14 +13,13 @@ from sendrail.bus.publisher import Publisher
 from sendrail.bus.refetch import Refetcher
 from sendrail.clock import system_clock
 from sendrail.delivery.attempt import DeliveryAttempts
-from sendrail.delivery.credentials import with_rotated_token
+from sendrail.delivery.credentials import rotated_token_store
 from sendrail.delivery.dispatcher import Dispatcher
 from sendrail.delivery.policy import ChannelPolicy
 from sendrail.delivery.throttle_state import ThrottleStateStore
-from sendrail.events import ConnectionConfigured
 from sendrail.mail.oauth import TokenEndpoint
 from sendrail.mail.tls import client_tls_context
-from sendrail.registry.store import RegistryStore, publish_record
+from sendrail.registry.store import RegistryStore
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
 from sendrail.settings import Settings
@@ -40,10 +39,7 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
             await client.start()
             stack.push_async_callback(client.stop)
 
-        async def store_rotated(connection: ConnectionConfigured, refresh_token: str) -> None:
-            current = registry.view.connection(connection.tenant_id, connection.connection_id)
-            await publish_record(producer, with_rotated_token(current or connection, secrets.seal(
-                refresh_token), system_clock()))
+        store_rotated = rotated_token_store(registry, producer, secrets)
 
         attempts = DeliveryAttempts(policy, secrets, TokenEndpoint(settings.oauth, http),
                                     client_tls_context(settings.tls), settings.sender, store_rotated)

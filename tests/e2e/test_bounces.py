@@ -97,4 +97,7 @@ async def test_a_watcher_kicked_off_with_an_expired_token_reconnects_and_misses_
     bounce = await events.wait_for(events.bounces, lambda b: b.send_id == request.send_id,
                                    what="the bounce after the reconnect")
     assert bounce.correlated
-    assert sum(1 for c in events.checkpoints if c.connection_id == account.connection_id) > opened_before
+    # The checkpoint follows its bounces: once it moves, the new message is read and recorded.
+    await wait_until(lambda: sum(1 for c in events.checkpoints
+                                 if c.connection_id == account.connection_id) > opened_before,
+                     timeout_s=20, what="the checkpoint after the reconnect")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -99,16 +100,20 @@ async def publish(producer: AIOKafkaProducer, *events: DeliveryEvent | BounceDet
             await producer.send_and_wait(BOUNCES.name, encode(event), key=event.tenant_id.encode())
 
 
+# The page re-renders its tables and feed as events arrive: an element found a moment ago
+# can be replaced before it is read, so a stale element means "look again".
+RERENDERED = (StaleElementReferenceException,)
+
+
 def text_is(driver: WebDriver, css: str, expected: str, timeout_s: float) -> None:
-    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(
+    WebDriverWait(driver, timeout_s, poll_frequency=0.05, ignored_exceptions=RERENDERED).until(
         lambda d: any(e.text == expected for e in d.find_elements(By.CSS_SELECTOR, css)),
         f"{css} never read {expected!r}")
 
 
 def present(driver: WebDriver, css: str, timeout_s: float) -> str:
-    found = WebDriverWait(driver, timeout_s, poll_frequency=0.02).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, css), f"{css} never appeared")
-    return str(found[0].text)
+    return str(WebDriverWait(driver, timeout_s, poll_frequency=0.02, ignored_exceptions=RERENDERED).until(
+        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)][:1], f"{css} never appeared")[0])
 
 
 async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
@@ -135,8 +140,9 @@ async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
                                         remaining_s)
         print(f"\nbounce on the page {time.monotonic() - published_at:.2f} s after it was published")
         assert "lead1@example.org" in entry and "hard: userunknown" in entry and "campaign spring" in entry
-        first = await asyncio.to_thread(lambda: browser.find_element(By.CSS_SELECTOR, "#feed li").get_attribute(
-            "data-id"))
+        first = await asyncio.to_thread(lambda: WebDriverWait(
+            browser, 5, poll_frequency=0.05, ignored_exceptions=RERENDERED).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#feed li").get_attribute("data-id")))
         assert first == str(bounce.bounce_id)  # newest first
         await asyncio.to_thread(text_is, browser, 'tr[data-key="spring"] td.rate', "50.0%", 10)
         await asyncio.to_thread(text_is, browser, '[data-total="bounce_rate"] .value', "33.3%", 10)
@@ -152,7 +158,7 @@ async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
         def feed_kinds() -> list[str | None]:
             return [li.get_attribute("data-kind") for li in browser.find_elements(By.CSS_SELECTOR, "#feed li")]
 
-        await asyncio.to_thread(lambda: WebDriverWait(browser, 10, poll_frequency=0.05).until(
+        await asyncio.to_thread(lambda: WebDriverWait(browser, 10, poll_frequency=0.05, ignored_exceptions=RERENDERED).until(
             lambda _: len(feed_kinds()) == 2, "the two bounces in the filtered feed"))
         assert feed_kinds() == ["bounce", "bounce"]
         errors = [entry for entry in await asyncio.to_thread(browser.get_log, "browser")

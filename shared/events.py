@@ -26,7 +26,9 @@ def send_id_for(tenant_id: str, idempotency_key: str) -> uuid.UUID:
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields may be added within a schema version (README, "Events"): a reader ignores the
+    # fields it does not know; a newer `schema_version` is refused by its Literal.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Source(StrEnum):

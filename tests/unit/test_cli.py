@@ -210,7 +210,9 @@ def test_there_is_a_schema_for_every_event_on_the_bus() -> None:
 
 def test_the_request_schema_states_the_contract() -> None:
     schema = schemas()["EmailRequested"]
-    assert schema["additionalProperties"] is False
+    # Fields may be added within a version: readers ignore what they do not know.
+    assert schema.get("additionalProperties", True) is not False
+    assert schema["properties"]["schema_version"]["const"] == 1
     assert {"idempotency_key", "tenant_id", "user_id", "identity", "source", "to", "subject",
             "requested_at"} <= set(schema["required"])
     key = schema["properties"]["idempotency_key"]

@@ -17,7 +17,7 @@ from email_validator.rfc_constants import (
     DOT_ATOM_TEXT,
     EMAIL_MAX_LENGTH,
 )
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §2.2: printable US-ASCII except ':'
@@ -35,6 +35,22 @@ RESERVED_HEADERS = frozenset(
     }
 )
 """Set by sendrail from the request's own fields; an extra header may not override them."""
+
+AT_MOST_ONCE_HEADERS = frozenset(
+    {
+        "date", "orig-date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id",
+        "in-reply-to", "references", "subject",
+    }
+)
+"""RFC 5322 §3.6: fields a message may carry at most once. `orig-date` is the grammar's name
+for Date:, and the email package also holds a field of that name to one occurrence."""
+
+MAX_EXTRA_HEADERS = 100
+MAX_EXTRA_HEADERS_BYTES = 32 * 1024
+"""Bounds on a request's extra headers, counted as written (`Name: value` and CRLF, UTF-8).
+Upstream systems add a handful (threading, List-Unsubscribe, campaign tags): the bounds leave
+them ample room, and keep small what one request adds to the header section that every
+receiving server reads whole."""
 
 
 def normalize_address(value: str) -> str:
@@ -103,8 +119,39 @@ def check_header_name(value: str) -> str:
     return value
 
 
+def check_extra_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Names checked as a set: RFC 5322 field names are case-insensitive (§1.2.2: its
+    literal strings are; §2.2: a field name), so `X-Tag` and `x-tag` are one field twice."""
+    if not headers:
+        return headers
+    if len(headers) > MAX_EXTRA_HEADERS:
+        raise ValueError(f"{len(headers):,} extra headers; at most {MAX_EXTRA_HEADERS} are allowed")
+    seen: dict[str, str] = {}
+    total_bytes = 0
+    for name, value in headers.items():
+        folded = name.lower()
+        if folded in seen:
+            if folded in AT_MOST_ONCE_HEADERS:
+                raise ValueError(f"headers {seen[folded]!r} and {name!r}: a message carries "
+                                 f"{seen[folded]} at most once (RFC 5322 §3.6)")
+            raise ValueError(f"headers {seen[folded]!r} and {name!r} are the same field: header "
+                             "names are case-insensitive (RFC 5322 §1.2.2)")
+        seen[folded] = name
+        total_bytes += len(name) + len(value.encode("utf-8", "surrogatepass")) + 4  # ": ", CRLF
+    if total_bytes > MAX_EXTRA_HEADERS_BYTES:
+        raise ValueError(f"the extra headers take {total_bytes:,} bytes; at most "
+                         f"{MAX_EXTRA_HEADERS_BYTES:,} (32 KiB) are allowed")
+    return headers
+
+
 EmailAddress = Annotated[str, AfterValidator(normalize_address)]
 HeaderValue = Annotated[str, AfterValidator(check_header_value)]
 HeaderName = Annotated[str, AfterValidator(check_header_name)]
+ExtraHeaders = Annotated[
+    dict[HeaderName, HeaderValue],
+    Field(json_schema_extra={"maxProperties": MAX_EXTRA_HEADERS}),
+    AfterValidator(check_extra_headers),
+]
+"""A request's own headers: at most MAX_EXTRA_HEADERS of them, MAX_EXTRA_HEADERS_BYTES in all."""
 Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 """Tenant, user, connection, campaign and template ids: short, printable, no spaces."""

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from sendrail.bounces import NoticeKind, parse_notice
-from sendrail.cli.common import Subcommands
+from sendrail.bounces.parser import MAX_MESSAGE_BYTES
+from sendrail.cli.common import Subcommands, existing_file
 
 
 def describe(path: str, raw: bytes) -> dict[str, Any]:
@@ -32,9 +33,12 @@ def parse(args: argparse.Namespace) -> int:
     out = sys.stdout
     for path in args.paths:
         try:
-            raw = Path(path).read_bytes()
-        except OSError as error:
-            print(f"sendrail: {path}: {error.strerror}", file=sys.stderr)
+            with Path(path).open("rb") as file:
+                # The parser reads no further, in the watcher as here: a large message (the
+                # original attached whole) is classified the same from either.
+                raw = file.read(MAX_MESSAGE_BYTES)
+        except OSError as error:  # gone or changed since the command line was checked
+            print(f"sendrail: error: {path}: {error.strerror}", file=sys.stderr)
             failures += 1
             continue
         out.write(json.dumps(describe(path, raw), ensure_ascii=False) + "\n")
@@ -49,5 +53,5 @@ def register(commands: Subcommands) -> None:
         "parse", help="classify raw messages (RFC 5322 files), one JSON object per line",
         description='Prints {"path", "is_bounce", "recipients": [{"address", "status", '
                     '"reply_code", "reason", "hard"}]} for each file, in order.')
-    reader.add_argument("paths", nargs="+", metavar="PATH")
+    reader.add_argument("paths", nargs="+", metavar="PATH", type=existing_file)
     reader.set_defaults(handler=parse)

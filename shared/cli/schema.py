@@ -10,7 +10,9 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from sendrail import events
-from sendrail.cli.common import Subcommands
+from sendrail.cli.common import Subcommands, output_folder
+from sendrail.errors import ConfigurationError
+from sendrail.store.entry import TableEntry
 from sendrail.topics import ALL_TOPICS
 
 SCHEMA_MODELS: dict[str, Any] = {
@@ -26,6 +28,7 @@ SCHEMA_MODELS: dict[str, Any] = {
     "WatcherCheckpoint": events.WatcherCheckpoint,
     "ThrottleStateRecorded": events.ThrottleStateRecorded,
     "RegistryRecord": events.RegistryRecord,
+    "TableEntry": TableEntry,  # the send-id changelogs; binary on the wire (see its description)
 }
 
 
@@ -43,15 +46,19 @@ def topics_document() -> list[dict[str, Any]]:
 
 def write_schemas(args: argparse.Namespace) -> int:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    for name, schema in schemas().items():
-        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
-    (out / "topics.json").write_text(json.dumps(topics_document(), indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, schema in schemas().items():
+            (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+        (out / "topics.json").write_text(json.dumps(topics_document(), indent=2) + "\n")
+    except OSError as error:
+        raise ConfigurationError(f"cannot write the schemas to {out}/: {error.strerror}") from None
     print(f"wrote {len(SCHEMA_MODELS)} schemas and topics.json to {out}/")
     return 0
 
 
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser("schema", help="write the JSON Schemas of every event on the bus")
-    parser.add_argument("--out", type=Path, default=Path("schemas"), help="folder (default: schemas)")
+    parser.add_argument("--out", type=output_folder, default=Path("schemas"),
+                        help="folder (default: schemas)")
     parser.set_defaults(handler=write_schemas)

@@ -22,10 +22,32 @@ MS_PER_S = 1000
 DAY_S = 86_400.0
 MINUTE_S = 60.0
 
+# What an admin may set. `sendrail.events.ThrottleConfigured` validates with these same
+# bounds, so every throttle record the registry accepts builds a policy.
+MIN_BATCH_WAIT_S = 1.0
+"""No provider needs batches less than a second apart: the per-second window (Gmail's
+2 / s) paces sends within a second. A shorter wait is a rate in disguise, and would let a
+connection's turns follow each other with next to no pause."""
+MAX_BATCH_WAIT_S = DAY_S
+"""The longest window any provider uses (the rolling 24 hours): a longer wait would keep
+sends in the ledger, and in the stored throttle state, longer than any limit needs them."""
+MAX_BATCH_SIZE = 10_000
+"""Exchange Online's whole day (10,000 recipients), the most any supported mailbox sends."""
+MAX_WINDOW_LIMIT = 50_000
+"""The most a daily or per-minute cap may allow. A sender keeps every send of a connection's
+longest window in its ledger and stores them in one throttle-state record, about 16 bytes
+each as JSON: 50,000 sends are some 800 KB, inside Kafka's default 1 MiB record (the
+producer's max_request_size, the broker's message.max.bytes). It is five times the highest
+mailbox cap of PRODUCT.md section 2 (Exchange Online's 10,000 recipients a day)."""
+MAX_RECIPIENTS_PER_MESSAGE = 1_000
+"""Exchange Online's admin maximum (PRODUCT.md section 2); Gmail takes 100 through SMTP."""
 
-def _positive_int(value: object, what: str) -> int:
+
+def _positive_int(value: object, what: str, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{what} must be a whole number of at least 1, not {value!r}")
+    if most is not None and value > most:
+        raise ConfigurationError(f"{what} must be at most {most:,}, not {value:,}")
     return value
 
 
@@ -84,8 +106,11 @@ class BatchSetting:
     wait_s: float
 
     def __post_init__(self) -> None:
-        _positive_int(self.batch_size, "the batch size")
+        _positive_int(self.batch_size, "the batch size", MAX_BATCH_SIZE)
         whole_ms(self.wait_s, "the batch wait")
+        if not MIN_BATCH_WAIT_S <= self.wait_s <= MAX_BATCH_WAIT_S:
+            raise ConfigurationError(f"the batch wait must be {MIN_BATCH_WAIT_S:g} s to "
+                                     f"{MAX_BATCH_WAIT_S:g} s, not {self.wait_s!r} s")
 
     def as_window(self) -> WindowLimit:
         return WindowLimit(self.batch_size, self.wait_s, "messages", "batch")
@@ -106,11 +131,12 @@ class LimitOverrides:
     max_recipients_per_message: int | None = None
 
     def __post_init__(self) -> None:
-        for what in ("daily_messages", "daily_recipients", "per_minute_messages",
-                     "max_recipients_per_message"):
+        for what, most in (("daily_messages", MAX_WINDOW_LIMIT), ("daily_recipients", MAX_WINDOW_LIMIT),
+                           ("per_minute_messages", MAX_WINDOW_LIMIT),
+                           ("max_recipients_per_message", MAX_RECIPIENTS_PER_MESSAGE)):
             value = getattr(self, what)
             if value is not None:
-                _positive_int(value, what.replace("_", " "))
+                _positive_int(value, what.replace("_", " "), most)
 
     def windows(self) -> tuple[WindowLimit, ...]:
         """The overridden windows, named as the providers' own."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from sendrail.delivery.throttling import policy_for
 from sendrail.events import (
     ChannelKind,
     ConnectionConfigured,
@@ -17,9 +18,17 @@ from sendrail.events import (
     DeliveryStatus,
     EmailRequested,
     EmailRouted,
+    ThrottleConfigured,
     send_id_for,
 )
-from sendrail.validation import RESERVED_HEADERS, normalize_address
+from sendrail.registry.view import RegistryView
+from sendrail.validation import (
+    AT_MOST_ONCE_HEADERS,
+    MAX_EXTRA_HEADERS,
+    MAX_EXTRA_HEADERS_BYTES,
+    RESERVED_HEADERS,
+    normalize_address,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -209,6 +218,48 @@ def test_a_tab_is_allowed_in_a_header_value() -> None:
     assert make_request(subject="a\tb").subject == "a\tb"
 
 
+# RFC 5322 field names are case-insensitive: two spellings are one field twice.
+HEADER_REFUSALS = [
+    ({"orig-date": "Wed, 1 May 2024 12:00:00 +0000", "Orig-Date": "Wed, 1 May 2024 12:00:01 +0000"},
+     "at most once"),
+    ({"In-Reply-To": "<a@acme.example>", "in-reply-to": "<b@acme.example>"}, "at most once"),
+    ({"References": "<a@acme.example>", "REFERENCES": "<b@acme.example>"}, "at most once"),
+    ({"X-Campaign": "spring", "x-campaign": "autumn"}, "case-insensitive"),
+    ({"List-Unsubscribe": "<mailto:u@acme.example>", "LIST-UNSUBSCRIBE": "<mailto:v@acme.example>"},
+     "case-insensitive"),
+    ({f"X-Tag-{i}": "v" for i in range(MAX_EXTRA_HEADERS + 1)}, f"at most {MAX_EXTRA_HEADERS}"),
+    ({f"X-Long-{i}": "v" * 990 for i in range(34)}, "at most 32,768"),
+]
+
+
+@pytest.mark.parametrize(("headers", "words"), HEADER_REFUSALS,
+                         ids=["orig-date twice", "in-reply-to twice", "references twice",
+                              "x-campaign twice", "list-unsubscribe twice", "too many", "too large"])
+def test_header_sets_that_cannot_be_written_are_refused(headers: dict[str, str], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        make_request(headers=headers)
+
+
+def test_the_at_most_once_headers_are_rfc_5322_s_and_those_sendrail_sets_are_among_them() -> None:
+    assert {"date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id", "in-reply-to",
+            "references", "subject"} <= AT_MOST_ONCE_HEADERS
+    assert AT_MOST_ONCE_HEADERS - RESERVED_HEADERS == {"orig-date", "in-reply-to", "references"}
+
+
+@pytest.mark.parametrize("headers", [
+    {f"X-Tag-{i}": "v" for i in range(MAX_EXTRA_HEADERS)},
+    {f"X-Long-{i}": "v" * 990 for i in range(32)},
+    {"In-Reply-To": "<a@acme.example>", "References": "<a@acme.example>", "X-Campaign": "spring"},
+], ids=["the most headers", "nearly the most bytes", "threading"])
+def test_header_sets_within_the_bounds_are_accepted(headers: dict[str, str]) -> None:
+    assert sum(len(n) + len(v) + 4 for n, v in headers.items()) <= MAX_EXTRA_HEADERS_BYTES
+    assert make_request(headers=headers).headers == headers
+
+
+def test_the_header_bounds_are_in_the_schema() -> None:
+    assert EmailRequested.model_json_schema()["properties"]["headers"]["maxProperties"] == MAX_EXTRA_HEADERS
+
+
 # --- addresses -----------------------------------------------------------------------
 
 
@@ -293,6 +344,81 @@ CONNECTION_REFUSALS = [
 def test_connection_refusals(kind: str, changes: dict[str, Any], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         ConnectionConfigured.model_validate(connection_fields(kind, **changes))
+
+
+# --- throttle settings ---------------------------------------------------------------
+
+
+def throttle_fields(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"tenant_id": "acme", "updated_at": T0}
+    fields.update(changes)
+    return fields
+
+
+THROTTLE_REFUSALS = [
+    ({"batch_size": 25, "batch_wait_s": 0.0005}, "greater than or equal to 1"),
+    ({"batch_size": 25, "batch_wait_s": 0.999}, "greater than or equal to 1"),
+    ({"batch_size": 25, "batch_wait_s": 0.0}, "greater than or equal to 1"),
+    ({"batch_size": 25, "batch_wait_s": -1.0}, "greater than or equal to 1"),
+    ({"batch_size": 25, "batch_wait_s": float("inf")}, "finite"),
+    ({"batch_size": 25, "batch_wait_s": float("nan")}, "finite"),
+    ({"batch_size": 25, "batch_wait_s": 86_400.001}, "less than or equal to 86400"),
+    ({"batch_size": 25, "batch_wait_s": 1.0005}, "whole number of milliseconds"),
+    ({"batch_size": 0, "batch_wait_s": 45.0}, "greater than or equal to 1"),
+    ({"batch_size": 10_001, "batch_wait_s": 45.0}, "less than or equal to 10000"),
+    ({"batch_size": 25}, "both batch_size and batch_wait_s"),
+    ({"batch_wait_s": 45.0}, "both batch_size and batch_wait_s"),
+    ({"daily_messages": 0}, "greater than or equal to 1"),
+    ({"daily_messages": 50_001}, "less than or equal to 50000"),
+    ({"daily_recipients": 10**9}, "less than or equal to 50000"),
+    ({"per_minute_messages": 50_001}, "less than or equal to 50000"),
+    ({"max_recipients_per_message": 1_001}, "less than or equal to 1000"),
+    ({"max_recipients_per_message": 0}, "greater than or equal to 1"),
+    ({"daily_messages": 2.5}, "integer"),
+]
+
+
+@pytest.mark.parametrize(("changes", "words"), THROTTLE_REFUSALS, ids=[repr(c) for c, _ in THROTTLE_REFUSALS])
+def test_throttle_settings_out_of_range_are_refused(changes: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        ThrottleConfigured.model_validate(throttle_fields(**changes))
+
+
+def test_a_non_finite_wait_is_refused_in_json_too() -> None:
+    """JSON has no NaN or Infinity, but Python's json writes them and pydantic reads them."""
+    raw = json.dumps(throttle_fields(batch_size=25, batch_wait_s=float("nan"), updated_at=T0.isoformat()))
+    with pytest.raises(ValidationError, match="finite"):
+        ThrottleConfigured.model_validate_json(raw)
+
+
+@pytest.mark.parametrize("changes", [
+    {"batch_size": 25, "batch_wait_s": 45.0},
+    {"batch_size": 1, "batch_wait_s": 1.0},
+    {"batch_size": 10_000, "batch_wait_s": 86_400.0},
+    {"batch_size": 3, "batch_wait_s": 1.5},
+    {"daily_messages": 50_000, "daily_recipients": 50_000, "per_minute_messages": 50_000,
+     "max_recipients_per_message": 1_000},
+    {"daily_messages": 1, "per_minute_messages": 1, "max_recipients_per_message": 1},
+    {"enabled": False},
+], ids=repr)
+def test_throttle_settings_in_range_build_a_policy(changes: dict[str, Any]) -> None:
+    """What the registry accepts, the senders can use: policy_for never refuses it."""
+    record = ThrottleConfigured.model_validate(throttle_fields(connection_id="c1", **changes))
+    connection = ConnectionConfigured.model_validate(connection_fields("custom_smtp"))
+    view = RegistryView()
+    view.apply("connection/acme/c1", connection)
+    view.apply("throttle/acme/c1", record)
+    policy = policy_for(connection, view)
+    assert all(window.window_s >= 1.0 for window in policy.limits)
+    if "batch_size" in changes:
+        batch = next(window for window in policy.limits if window.name == "batch")
+        assert (batch.limit, batch.window_s) == (changes["batch_size"], changes["batch_wait_s"])
+
+
+def test_the_throttle_bounds_are_in_the_schema() -> None:
+    properties = ThrottleConfigured.model_json_schema()["properties"]
+    wait = next(option for option in properties["batch_wait_s"]["anyOf"] if option.get("type") == "number")
+    assert (wait["minimum"], wait["maximum"]) == (1.0, 86_400.0)
 
 
 # --- delivery events -----------------------------------------------------------------

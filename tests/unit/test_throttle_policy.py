@@ -110,17 +110,30 @@ def test_an_unknown_unit_is_refused() -> None:
         WindowLimit(1, 1.0, "bytes", "w")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("batch_size", "wait_s"), [(0, 45.0), (25, 0.0), (25, -1.0), (25, 0.0001)])
+@pytest.mark.parametrize(("batch_size", "wait_s"), [
+    (0, 45.0), (25, 0.0), (25, -1.0), (25, 0.0001), (25, 0.0005), (25, 0.5), (25, 0.999),
+    (25, float("inf")), (25, float("nan")), (25, DAY_S + 0.001), (25, 1.0005), (10_001, 45.0),
+])
 def test_a_batch_setting_that_cannot_be_kept_is_refused(batch_size: int, wait_s: float) -> None:
+    """Under a second apart a batch is a rate (the per-second window paces those), and a wait
+    of a few milliseconds would have a connection's turns follow each other with no pause."""
     with pytest.raises(ConfigurationError):
         BatchSetting(batch_size, wait_s)
 
 
-def test_an_override_below_one_is_refused() -> None:
+@pytest.mark.parametrize(("batch_size", "wait_s"), [(1, 1.0), (25, 45.0), (10_000, DAY_S), (3, 1.5)])
+def test_batch_settings_at_the_bounds_are_kept(batch_size: int, wait_s: float) -> None:
+    assert BatchSetting(batch_size, wait_s).as_window() == WindowLimit(batch_size, wait_s, "messages", "batch")
+
+
+@pytest.mark.parametrize("changes", [
+    {"daily_messages": 0}, {"max_recipients_per_message": 0}, {"daily_messages": 50_001},
+    {"daily_recipients": 50_001}, {"per_minute_messages": 50_001}, {"max_recipients_per_message": 1_001},
+    {"daily_messages": True}, {"per_minute_messages": 2.5},
+], ids=repr)
+def test_an_override_out_of_range_is_refused(changes: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
-        LimitOverrides(daily_messages=0)
-    with pytest.raises(ConfigurationError):
-        LimitOverrides(max_recipients_per_message=0)
+        LimitOverrides(**changes)  # type: ignore[arg-type]
 
 
 def test_window_names_are_distinct() -> None:

@@ -91,7 +91,8 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_T
                 topic.name,
                 num_partitions=topic.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if topic.compacted else {},
+                topic_configs={**({"cleanup.policy": "compact"} if topic.compacted else {}),
+                               **topic.configs},
             )
             for topic in topics
             if topic.name not in existing

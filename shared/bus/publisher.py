@@ -55,7 +55,7 @@ class Publisher:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
-        self._staged: list[tuple[str, bytes, bytes | None]] = []
+        self._staged: list[tuple[str, bytes, bytes | None, int | None]] = []
         self._pending: Acknowledgements = []
 
     async def publish(self, topic: Topic, event: BaseModel, *, key: bytes | None) -> None:
@@ -68,7 +68,12 @@ class Publisher:
     def stage(self, topic: Topic, event: BaseModel, *, key: bytes | None) -> None:
         """Publish without an await per event: a loop over a fetched batch stays a plain loop,
         and its events reach the producer together at `send_staged`, in order per partition."""
-        self._staged.append((topic.name, encode(event), key))
+        self._staged.append((topic.name, encode(event), key, None))
+
+    def stage_at(self, topic_name: str, partition: int, key: bytes, value: bytes) -> None:
+        """Stage a record for a partition the caller chose, not the key's hash: a table's
+        changelog record goes to its source partition's number. In order with `stage`."""
+        self._staged.append((topic_name, value, key, partition))
 
     async def send_staged(self) -> None:
         """One record batch per partition instead of one `send` per event: the producer's
@@ -77,16 +82,18 @@ class Publisher:
         staged, self._staged = self._staged, []
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
         partitions: dict[str, list[int]] = {}
-        for topic_name, value, key in staged:
+        for topic_name, value, key, chosen in staged:
             if key is None or len(value) + len(key) > _LARGE_BYTES:
                 await self._send_batches(by_partition)  # keeps each partition's order
                 by_partition.clear()
-                self._pending.append(await self._producer.send(topic_name, value, key=key))
+                self._pending.append(await self._producer.send(topic_name, value, key=key,
+                                                               partition=chosen))
                 continue
-            if topic_name not in partitions:
-                partitions[topic_name] = sorted(await self._producer.partitions_for(topic_name))
-            every = partitions[topic_name]
-            by_partition[(topic_name, partition_for(key, every))].append((key, value))
+            if chosen is None:
+                if topic_name not in partitions:
+                    partitions[topic_name] = sorted(await self._producer.partitions_for(topic_name))
+                chosen = partition_for(key, partitions[topic_name])
+            by_partition[(topic_name, chosen)].append((key, value))
         await self._send_batches(by_partition)
 
     async def _send_batches(self, by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]]) -> None:

@@ -38,6 +38,7 @@ from sendrail.events import (
     WatcherCheckpoint,
     send_id_for,
 )
+from sendrail.sandbox.analytics_access import issue_token, revoke_token
 from sendrail.sandbox.mail_sandbox import SandboxInfo
 from sendrail.sandbox.ports import free_port
 from sendrail.sandbox.sample_users import SAMPLE_USERS, SampleUser
@@ -120,9 +121,9 @@ def plan(run_id: str, bounce_domain: str) -> tuple[list[tuple[EmailRequested, Ex
 
 
 @contextlib.asynccontextmanager
-async def _stack() -> AsyncIterator[tuple[KafkaSettings, SandboxInfo, str, str]]:
+async def _stack() -> AsyncIterator[tuple[KafkaSettings, SandboxInfo, str, str, str]]:
     """The running local stack if there is one, else a fresh one of our own; with the
-    analytics service's address."""
+    analytics service's address and a token of acme's that lasts as long as the demo."""
     env = _local_env()
     if env:
         kafka = KafkaSettings(bootstrap_servers=env["SENDRAIL_KAFKA_BOOTSTRAP_SERVERS"])
@@ -130,13 +131,19 @@ async def _stack() -> AsyncIterator[tuple[KafkaSettings, SandboxInfo, str, str]]
             await wait_for_broker(kafka, timeout_s=3)
             info = SandboxInfo.load(Path(env[SANDBOX_INFO_VARIABLE]))
             analytics = f"http://127.0.0.1:{env['SENDRAIL_ANALYTICS_PORT']}"
-            yield kafka, info, analytics, "the running `make run` stack"
+            issued = await issue_token(kafka)
+            try:
+                yield kafka, info, analytics, issued.token, "the running `make run` stack"
+            finally:
+                await revoke_token(kafka, issued)
             return
     with tempfile.TemporaryDirectory(prefix="sendrail-demo-") as run_dir:
         async with LocalStack(Path(run_dir), kafka_port=free_port()) as stack:
             await stack.connect_sample_users()
+            assert stack.analytics_token is not None
             yield (KafkaSettings(bootstrap_servers=stack.broker.bootstrap_servers), stack.info,
-                   f"http://127.0.0.1:{stack.analytics_port}", "its own stack (started for this demo)")
+                   f"http://127.0.0.1:{stack.analytics_port}", stack.analytics_token.token,
+                   "its own stack (started for this demo)")
 
 
 def _local_env() -> dict[str, str]:
@@ -163,10 +170,10 @@ async def _wait_for_watchers(kafka: KafkaSettings, deadline_s: float) -> None:
         await consumer.stop()
 
 
-async def _analytics_disagreement(url: str, campaign: str, outcomes: dict[uuid.UUID, Outcome],
+async def _analytics_disagreement(url: str, token: str, campaign: str, outcomes: dict[uuid.UUID, Outcome],
                                   deadline_s: float) -> str | None:
     """Whether the analytics service counts acme's share of the campaign as the demo saw it
-    (it reads the same topics, so it may need a moment to catch up)."""
+    (it reads the same topics, and the registry for the token, so it may need a moment)."""
     finals = [o.final for o in outcomes.values()
               if o.final is not None and o.final.tenant_id == "acme" and o.final.campaign_id == campaign]
     expected = {
@@ -176,7 +183,7 @@ async def _analytics_disagreement(url: str, campaign: str, outcomes: dict[uuid.U
         "bounced": sum(len(o.bounces) for o in outcomes.values()),
     }
     seen: dict[str, object] = {}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
         try:
             async with asyncio.timeout(min(deadline_s, 15.0)):
                 while True:
@@ -252,7 +259,7 @@ def _verdict(outcome: Outcome, campaign: str, template: str) -> str | None:
 
 async def run_demo(*, deadline_s: float) -> int:
     started_s = time.monotonic()
-    async with _stack() as (kafka, info, analytics_url, where):
+    async with _stack() as (kafka, info, analytics_url, analytics_token, where):
         print(f"sendrail demo, using {where}")
         await _wait_for_watchers(kafka, deadline_s)
         run_id = uuid.uuid4().hex[:8]
@@ -292,11 +299,14 @@ async def run_demo(*, deadline_s: float) -> int:
         problems = {sid: v for sid, o in outcomes.items()
                     if (v := _verdict(o, campaign, templates.get(sid) or "")) is not None}
         _print_summary(outcomes, problems, campaign)
-        disagreement = await _analytics_disagreement(analytics_url, campaign, outcomes, deadline_s)
+        disagreement = await _analytics_disagreement(analytics_url, analytics_token, campaign, outcomes,
+                                                     deadline_s)
         page = f"{analytics_url}/?tenant=acme&campaign={campaign}"
         if disagreement is None:
             print(f"\nanalytics agrees with these counts; see the campaign at {page}")
-            if "own stack" in where:
+            if "own stack" not in where:
+                print("(the page asks for acme's token: the one `make run` printed)")
+            else:
                 print("(this stack stops with the demo: run `make run` in another terminal first "
                       "to keep the page up)")
         else:

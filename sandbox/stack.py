@@ -19,10 +19,12 @@ from types import TracebackType
 
 import aiohttp
 
+from sendrail.analytics_tokens import IssuedToken
 from sendrail.bus.clients import ensure_topics, make_producer, wait_for_broker
 from sendrail.cli.local import SERVICES
 from sendrail.clock import system_clock
 from sendrail.sandbox.admin_client import SandboxAdminClient
+from sendrail.sandbox.analytics_access import SAMPLE_TENANT, issue_token, revoke_token
 from sendrail.sandbox.kafka_broker import KafkaBroker
 from sendrail.sandbox.mail_sandbox import MailSandbox, SandboxInfo
 from sendrail.sandbox.ports import free_port
@@ -86,6 +88,8 @@ class LocalStack:
             ServiceProcess(name, free_port(), run_dir / "logs" / f"{name}.log") for name in SERVICES
         ]
         self.env: dict[str, str] = {}
+        self.analytics_token: IssuedToken | None = None
+        """The sample tenant's, for the page; revoked when the stack stops."""
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -104,6 +108,8 @@ class LocalStack:
             kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap_servers)
             await wait_for_broker(kafka, timeout_s=30)
             await ensure_topics(kafka)
+            self.analytics_token = await issue_token(kafka)  # before the services: read at their start
+            self._stack.push_async_callback(revoke_token, kafka, self.analytics_token)
             await self._stack.enter_async_context(self.sandbox)
             info = self.sandbox.info
             self.env = {
@@ -148,6 +154,8 @@ class LocalStack:
 
 def _banner(stack: LocalStack) -> str:
     info = stack.info
+    assert stack.analytics_token is not None
+    token = stack.analytics_token.token
     lines = [
         "sendrail is running (Ctrl-C stops everything).",
         "",
@@ -163,8 +171,13 @@ def _banner(stack: LocalStack) -> str:
         *(f"  {u.user_id:<6} {u.address:<26} via {u.kind.value} ({u.connection_id})"
           for u in SAMPLE_USERS),
         "",
-        f"Analytics: http://127.0.0.1:{stack.analytics_port}/?tenant=acme   "
+        f"Analytics: http://127.0.0.1:{stack.analytics_port}/?tenant={SAMPLE_TENANT}   "
         f"(API: /api/openapi.json)",
+        f"  The page asks for {SAMPLE_TENANT}'s token (revoked when this stack stops); paste this one:",
+        f"  {token}",
+        f"  curl -H 'Authorization: Bearer {token}' \\",
+        f"      http://127.0.0.1:{stack.analytics_port}/api/tenants/{SAMPLE_TENANT}/summary",
+        f"  A token of your own: .venv/bin/sendrail analytics token create --tenant {SAMPLE_TENANT}",
         "",
         "Try, in another terminal:",
         "  .venv/bin/sendrail tail delivery",

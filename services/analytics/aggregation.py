@@ -138,8 +138,8 @@ class Analytics:
         return item if tenant.feed.add(item) else None
 
     def _delivery_delta(self, event: DeliveryEvent) -> Counts | None:
-        if event.status is DeliveryStatus.QUEUED:
-            return None
+        if event.status in (DeliveryStatus.QUEUED, DeliveryStatus.DUPLICATE):
+            return None  # a duplicate's send is counted by its original's events
         flag = _DEFERRAL_COUNTED if event.status is DeliveryStatus.DEFERRED else _OUTCOME_COUNTED
         if event.send_id is None:
             if event.event_id in self._events_without_send:

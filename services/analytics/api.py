@@ -1,6 +1,8 @@
 """The analytics HTTP API and page: summaries, the feed, live events and the OpenAPI description.
 
-Every data route names its tenant in the path and reads only that tenant's data. Errors
+Every data route names its tenant in the path and reads only that tenant's data, for a bearer
+token of that tenant (or, behind an authenticating proxy, for the tenant its header names). A
+request whose Host is not one this service answers for is refused before anything else. Errors
 are JSON (`ErrorResponse`) with a stable code; unknown or repeated parameters are refused
 rather than ignored, so a typo never passes for a filter.
 """
@@ -12,11 +14,13 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel
 
+from sendrail.analytics_tokens import TokenRecords, Verdict
 from sendrail.clock import Clock
 from sendrail.services.analytics import params
+from sendrail.services.analytics.access import AccessPolicy, HostVerdict, bearer_token
 from sendrail.services.analytics.aggregation import Analytics
 from sendrail.services.analytics.live import LiveFeed
 from sendrail.services.analytics.models import COLLECTIONS, Dimension, ErrorResponse, Window
@@ -29,6 +33,10 @@ HEARTBEAT_S = 15.0
 """A comment line this often keeps proxies from closing an idle event stream."""
 SSE_RETRY_MS = 2000
 """How soon a browser reconnects a dropped stream (the `retry` field, WHATWG HTML §9.2)."""
+REALM = "sendrail analytics"
+PAGE_AUTH = b'<html lang="en" data-auth="token">'
+"""How the page learns whether to ask for a token; behind the proxy it is served `proxy`."""
+TENANT_PATHS = "/api/tenants/"
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -58,16 +66,31 @@ def _error(status: int, code: str, message: str, parameter: str | None = None) -
     return _json(ErrorResponse(error=code, message=message, parameter=parameter), status)
 
 
+def _challenge(error: str | None = None) -> str:
+    """RFC 6750 §3: the scheme and realm, and why a token presented was refused."""
+    return f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")
+
+
 class AnalyticsApi:
     def __init__(self, analytics: Analytics, live: LiveFeed, clock: Clock,
-                 ready: Callable[[], bool]) -> None:
+                 ready: Callable[[], bool], *, access: AccessPolicy,
+                 tokens: Callable[[], TokenRecords]) -> None:
+        """`tokens`: the registry's token records as they are now (read at each request)."""
         self._analytics = analytics
         self._live = live
         self._clock = clock
         self._ready = ready
+        self._access = access
+        self._tokens = tokens
         self._openapi = json.dumps(document(), indent=1)
         self._pages = {path: ((WEB_DIR / name).read_bytes(), content_type)
                        for path, (name, content_type) in PAGE_FILES.items()}
+        if access.proxy_header is not None:
+            index, content_type = self._pages["/"]
+            if index.count(PAGE_AUTH) != 1:
+                raise RuntimeError(f"index.html must open with {PAGE_AUTH.decode()}")
+            proxied = index.replace(PAGE_AUTH, PAGE_AUTH.replace(b'"token"', b'"proxy"'))
+            self._pages["/"] = (proxied, content_type)
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -87,11 +110,21 @@ class AnalyticsApi:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Turn refusals into JSON errors, and answer 503 until the topics have been read."""
+        """Check the Host, then (for tenant data) readiness and access; turn refusals into JSON."""
         try:
-            if request.path.startswith("/api/tenants/") and not self._ready():
-                return _error(503, "catching_up", "the analytics service is still reading the topics; "
-                                                  "try again in a moment")
+            host = self._access.hosts.judge(request.headers.getall(hdrs.HOST, []))
+            if host is HostVerdict.MALFORMED:
+                return _error(400, "bad_host", "the request needs one Host header, host or host:port")
+            if host is HostVerdict.MISDIRECTED:
+                return _error(421, "misdirected", "this service does not answer for that host name; "
+                                                  "see SENDRAIL_ANALYTICS_ALLOWED_HOSTS")
+            if request.path.startswith(TENANT_PATHS):
+                if not self._ready():
+                    return _error(503, "catching_up", "the analytics service is still reading the topics "
+                                                      "(and tokens); try again in a moment")
+                refusal = self._refusal(request, _path_tenant(request))
+                if refusal is not None:
+                    return refusal
             return await handler(request)
         except params.BadParameter as error:
             return _error(400, "bad_parameter", error.message, error.parameter)
@@ -103,6 +136,36 @@ class AnalyticsApi:
                                                          f"use {', '.join(sorted(error.allowed_methods))}")
             response.headers["Allow"] = ",".join(sorted(error.allowed_methods))
             return response
+
+    def _verdict(self, request: web.Request, tenant: str) -> Verdict:
+        proxy_header = self._access.proxy_header
+        return self._access.verdict(
+            tenant, authorization=request.headers.getall(hdrs.AUTHORIZATION, []),
+            proxy_tenant=request.headers.getall(proxy_header, []) if proxy_header else [],
+            tokens=self._tokens())
+
+    def _refusal(self, request: web.Request, tenant: str) -> web.Response | None:
+        """401 without a valid token; 403 for another tenant's. A 403 says nothing of the other
+        tenant: every tenant but the token's own gets the same answer, existing or not."""
+        verdict = self._verdict(request, tenant)
+        if verdict is Verdict.ALLOWED:
+            return None
+        if self._access.proxy_header is not None:
+            # The proxy authenticates and challenges; here nothing more can be asked for.
+            seen = "another tenant" if verdict is Verdict.FORBIDDEN else "no tenant (or more than one)"
+            return _error(403, "forbidden", f"the authenticating proxy named {seen} in "
+                                            f"{self._access.proxy_header}")
+        if verdict is Verdict.FORBIDDEN:
+            response = _error(403, "forbidden", "this token reads another tenant's analytics")
+            response.headers[hdrs.WWW_AUTHENTICATE] = _challenge("insufficient_scope")
+            return response
+        presented = bearer_token(request.headers.getall(hdrs.AUTHORIZATION, [])) is not None
+        response = _error(401, "unauthenticated",
+                          "this token is unknown or revoked" if presented else
+                          "send a token of this tenant: Authorization: Bearer <token> "
+                          "(sendrail analytics token create)")
+        response.headers[hdrs.WWW_AUTHENTICATE] = _challenge("invalid_token" if presented else None)
+        return response
 
     async def _page(self, request: web.Request) -> web.Response:
         body, content_type = self._pages[request.path]
@@ -157,7 +220,8 @@ class AnalyticsApi:
         return _json(self._analytics.feed(tenant, params.feed_filter(query), limit))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events (WHATWG HTML §9.2): each new feed entry as one message."""
+        """Server-sent events (WHATWG HTML §9.2): each new feed entry as one message. Access is
+        checked again before each message and heartbeat: a revoked token ends its streams."""
         query = self._query(request)
         tenant = _tenant(request)
         feed_filter = params.feed_filter(query)
@@ -171,10 +235,12 @@ class AnalyticsApi:
                     try:
                         item = await asyncio.wait_for(subscription.next(), HEARTBEAT_S)
                     except TimeoutError:
+                        if self._verdict(request, tenant) is not Verdict.ALLOWED:
+                            break
                         await response.write(b": keep-alive\n\n")
                         continue
-                    if item is None:
-                        break  # the service is stopping, or this reader fell too far behind
+                    if item is None or self._verdict(request, tenant) is not Verdict.ALLOWED:
+                        break  # stopping, this reader fell too far behind, or its token was revoked
                     # The JSON is one line: pydantic escapes line breaks inside strings.
                     await response.write(f"id: {item.id}\ndata: {item.model_dump_json()}\n\n".encode())
             except ConnectionResetError:
@@ -193,5 +259,17 @@ def _tenant(request: web.Request) -> str:
     return params.identifier("tenant", request.match_info["tenant"])
 
 
-async def _add_security_headers(_: web.Request, response: web.StreamResponse) -> None:
+def _path_tenant(request: web.Request) -> str:
+    """The tenant a path under /api/tenants/ names, checked; also for a path no route matches,
+    so that an unknown route gets the same refusal as a known one."""
+    tenant = request.match_info.get("tenant")
+    if tenant is None:
+        tenant = request.path.removeprefix(TENANT_PATHS).partition("/")[0]
+    return params.identifier("tenant", tenant)
+
+
+async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(_SECURITY_HEADERS)
+    if request.path.startswith(TENANT_PATHS):
+        # A tenant's data is never kept by a browser or proxy cache.
+        response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")

@@ -42,6 +42,7 @@ class FeedKind(StrEnum):
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
     SUPPRESSED = "suppressed"
+    DUPLICATE = "duplicate"
     BOUNCE = "bounce"
     COMPLAINT = "complaint"
     AUTO_REPLY = "auto_reply"
@@ -145,6 +146,6 @@ class FeedResponse(_Shape):
 
 class ErrorResponse(_Shape):
     error: str = Field(description="A stable code: bad_parameter, not_found, method_not_allowed, "
-                                   "catching_up.")
+                                   "catching_up, unauthenticated, forbidden, bad_host, misdirected.")
     message: str = Field(description="What was wrong, for a person.")
     parameter: str | None = Field(default=None, description="The parameter at fault, if one was.")

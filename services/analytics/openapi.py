@@ -49,15 +49,27 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref(model.__name__)}}}
 
 
-_ERRORS = {"400": _ref("BadParameter", "responses"), "404": _ref("NotFound", "responses"),
-           "503": _ref("CatchingUp", "responses")}
+_ERRORS = {"400": _ref("BadParameter", "responses"), "401": _ref("Unauthenticated", "responses"),
+           "403": _ref("Forbidden", "responses"), "404": _ref("NotFound", "responses"),
+           "421": _ref("Misdirected", "responses"), "503": _ref("CatchingUp", "responses")}
+
+_ACCESS = (
+    "Every `/api/tenants/{tenant}/...` route needs a bearer token of that tenant "
+    "(`Authorization: Bearer <token>`, RFC 6750), made with `sendrail analytics token create "
+    "--tenant T`: without one, or with an unknown or revoked one, the answer is 401 with "
+    "`WWW-Authenticate: Bearer`; a token of another tenant gets 403, the same for every other "
+    "tenant name. A service started with `--trust-proxy` asks for no token: the authenticating "
+    "proxy in front names the tenant in its header, and any other tenant gets 403. Every route "
+    "answers only for the Host names it is configured with (SENDRAIL_ANALYTICS_ALLOWED_HOSTS, by "
+    "default the loopback names): any other Host gets 421."
+)
 
 
 def _tenant_get(summary: str, description: str, parameters: list[dict[str, Any]],
                 ok: dict[str, Any], *, operation_id: str) -> dict[str, Any]:
     return {"get": {"summary": summary, "description": description, "operationId": operation_id,
                     "tags": ["analytics"], "parameters": [_ref("tenant", "parameters"), *parameters],
-                    "responses": {"200": ok, **_ERRORS}}}
+                    "security": [{"bearer": []}], "responses": {"200": ok, **_ERRORS}}}
 
 
 def _paths() -> dict[str, Any]:
@@ -67,7 +79,9 @@ def _paths() -> dict[str, Any]:
         "/": {"get": {"summary": "The live page (`/?tenant=acme`)", "operationId": "page",
                       "tags": ["page"],
                       "description": "The page reads its parameters itself and keeps them in the "
-                                     "address as they change.",
+                                     "address as they change. It asks for the tenant's token, keeps "
+                                     "it in the tab's sessionStorage and sends it as a header, "
+                                     "never in an address.",
                       "parameters": [_query("tenant", "The tenant shown.", params.IDENTIFIER_SCHEMA),
                                      _query("window", "`24h`, `7d` (the default) or `all`.",
                                             {**_ref("Window"), "default": Window.WEEK.value}),
@@ -111,7 +125,9 @@ def _paths() -> dict[str, Any]:
             "A `text/event-stream` (WHATWG HTML, server-sent events): one message per new event, its "
             "`id` the event's id and its `data` a FeedItem as JSON; a comment line every 15 s keeps "
             "the connection open. Only events that arrive after the stream opens are sent: read "
-            "`/feed` for the ones before.",
+            "`/feed` for the ones before. The token is checked again before each message and "
+            "comment: the stream ends once its token is revoked. (A browser's EventSource cannot "
+            "send the header; the page reads the stream with fetch.)",
             filters,
             {"description": "The stream; each message's data is a `#/components/schemas/FeedItem`.",
              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
@@ -128,6 +144,9 @@ def _paths() -> dict[str, Any]:
             f"One {dimension.value}'s summary", _BOUNCE_RATE, [key, window],
             _json(ItemResponse, f"The {dimension.value}'s counts over the window."),
             operation_id=f"{dimension.value}Summary")
+    for operations in paths.values():  # the Host check comes before any route
+        for operation in operations.values():
+            operation["responses"].setdefault("421", _ref("Misdirected", "responses"))
     return paths
 
 
@@ -143,10 +162,18 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "sendrail analytics", "version": "1",
                  "description": "Delivery and bounce summaries per tenant, template, campaign, user, "
-                                "identity and channel, and a live feed of events.\n\n" + _BOUNCE_RATE},
+                                "identity and channel, and a live feed of events.\n\n" + _ACCESS
+                                + "\n\n" + _BOUNCE_RATE},
         "paths": _paths(),
         "components": {
             "schemas": definitions["$defs"],
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "A tenant's analytics token (`srat_...`), from `sendrail "
+                                          "analytics token create --tenant T`; it reads that tenant "
+                                          "only. Not asked for behind an authenticating proxy "
+                                          "(`--trust-proxy`)."},
+            },
             "parameters": {
                 "tenant": {"name": "tenant", "in": "path", "required": True,
                            "schema": params.IDENTIFIER_SCHEMA,
@@ -164,6 +191,15 @@ def document() -> dict[str, Any]:
                                        "`parameter` names it."),
                 "NotFound": _error("No such route, or no events for that key in that tenant."),
                 "CatchingUp": _error("The service is still reading the topics after a start."),
+                "Unauthenticated": {
+                    **_error("No bearer token, or an unknown or revoked one."),
+                    "headers": {"WWW-Authenticate": {
+                        "description": "`Bearer realm=\"sendrail analytics\"`, with "
+                                       "`error=\"invalid_token\"` when a token was sent (RFC 6750 §3).",
+                        "schema": {"type": "string"}}}},
+                "Forbidden": _error("The token (or the proxy's tenant header) is for another tenant."),
+                "Misdirected": _error("The Host header names a host this service does not answer for "
+                                      "(a guard against DNS rebinding); every route answers so."),
             },
         },
     }

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sendrail.events import (
     OAUTH_CHANNELS,
     TEAM_WIDE,
+    AnalyticsTokenIssued,
     ChannelAssigned,
     ConnectionConfigured,
     ConnectionHealthChanged,
@@ -29,6 +30,8 @@ class RegistryView:
     tenants: dict[str, TenantConfigured] = field(default_factory=dict)
     throttles: dict[TenantKey, ThrottleConfigured] = field(default_factory=dict)
     """(tenant_id, connection_id or TEAM_WIDE)."""
+    analytics_tokens: dict[TenantKey, AnalyticsTokenIssued] = field(default_factory=dict)
+    """(tenant_id, token_id): hashes of the tokens that read a tenant's analytics."""
     _by_owner: dict[tuple[str, str | None], list[ConnectionConfigured]] | None = field(
         default=None, init=False, repr=False)
     """Each user's connections: the router asks on nearly every request, and connections
@@ -53,6 +56,8 @@ class RegistryView:
                 self.tenants[record.tenant_id] = record
             case ThrottleConfigured():
                 self.throttles[(record.tenant_id, record.connection_id or TEAM_WIDE)] = record
+            case AnalyticsTokenIssued():
+                self.analytics_tokens[(record.tenant_id, record.token_id)] = record
 
     def _delete(self, key: str) -> None:
         kind, _, rest = key.partition("/")
@@ -63,6 +68,7 @@ class RegistryView:
             "identity": self.identities,  # type: ignore[dict-item]
             "assignment": self.assignments,  # type: ignore[dict-item]
             "throttle": self.throttles,  # type: ignore[dict-item]
+            "analytics_token": self.analytics_tokens,  # type: ignore[dict-item]
         }
         if kind == "connection":
             self._by_owner = None

@@ -1,5 +1,7 @@
 """The analytics service on the test broker: exact summaries, the same after a restart, live events,
-clear refusals of bad parameters, and a real bounce counted for its campaign and template."""
+clear refusals of bad parameters, a real bounce counted for its campaign and template, and access:
+a tenant's token reads that tenant only, a revoked one nothing, a foreign Host is refused, and
+behind an authenticating proxy its header names the tenant."""
 
 from __future__ import annotations
 
@@ -7,16 +9,21 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer
+from multidict import CIMultiDict
 
+from sendrail.analytics_tokens import IssuedToken, issue, revoked, token_id_of
 from sendrail.bus.codec import encode
 from sendrail.events import (
     AutoReplyDetected,
@@ -26,9 +33,12 @@ from sendrail.events import (
     DeliveryEvent,
     DeliveryStatus,
 )
+from sendrail.registry.store import publish_record
 from sendrail.sandbox.mail_sandbox import MailSandbox
 from sendrail.sandbox.ports import free_port
+from sendrail.sandbox.processes import stop_process
 from sendrail.service import ServiceState
+from sendrail.services.analytics.access import AccessPolicy, AllowedHosts
 from sendrail.services.analytics.aggregation import Analytics
 from sendrail.services.analytics.api import AnalyticsApi
 from sendrail.services.analytics.live import LiveFeed
@@ -45,10 +55,10 @@ HOUR = timedelta(hours=1)
 
 
 @contextlib.asynccontextmanager
-async def analytics_service(settings: Settings) -> AsyncIterator[str]:
+async def analytics_service(settings: Settings, **analytics: str) -> AsyncIterator[str]:
     """The service in this event loop on a port of its own; yields its base URL once it is ready
-    (it has read both topics up to their end)."""
-    own = dataclasses.replace(settings, analytics=AnalyticsSettings(port=free_port()))
+    (it has read both topics and the registry up to their end)."""
+    own = dataclasses.replace(settings, analytics=AnalyticsSettings(port=free_port(), **analytics))
     stop, state = asyncio.Event(), ServiceState("analytics")
     task = asyncio.create_task(run(own, stop, state), name="analytics")
     await wait_until(lambda: state.ready or task.done(), timeout_s=30, what="analytics ready")
@@ -61,14 +71,38 @@ async def analytics_service(settings: Settings) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 10)
 
 
+async def new_token(producer: AIOKafkaProducer, tenant: str) -> IssuedToken:
+    """As `sendrail analytics token create` makes one."""
+    issued = issue(tenant, datetime.now(UTC))
+    await publish_record(producer, issued.record)
+    return issued
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+async def token(tenant: str, producer: AIOKafkaProducer) -> str:
+    """A token of the test's tenant, in the registry before the test starts the service."""
+    return (await new_token(producer, tenant)).token
+
+
+@pytest.fixture
+async def http(token: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """Sends the tenant's token with every request."""
+    async with aiohttp.ClientSession(headers=bearer(token)) as session:
+        yield session
+
+
+@pytest.fixture
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with http.get(url) as response:
+async def get(http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with http.get(url, headers=headers) as response:
         return response.status, await response.json()
 
 
@@ -219,6 +253,7 @@ async def test_summaries_are_exact_and_a_restart_rebuilds_them(
 ) -> None:
     now = datetime.now(UTC)
     await publish(producer, *known_sequence(tenant, now))
+    other_token = (await new_token(producer, f"{tenant}-other")).token
 
     async with analytics_service(settings) as base:
         # Ready means both topics were read to their end: the numbers are final, no waiting.
@@ -240,7 +275,8 @@ async def test_summaries_are_exact_and_a_restart_rebuilds_them(
         # Newest first; the second bounce message for a@ is shown, though not counted again.
         assert [(b["recipients"], b["hard"]) for b in bounces["items"]] == [
             (["a@example.org"], False), (["a@example.org"], True), (["lee@example.org"], False)]
-        _, other = await get(http, f"{base}/api/tenants/{tenant}-other/summary?by=campaign")
+        _, other = await get(http, f"{base}/api/tenants/{tenant}-other/summary?by=campaign",
+                             headers=bearer(other_token))
         assert brief(other["totals"]) == {"sent": 1, "sent_recipients": 1, "bounced": 1, "hard_bounced": 1,
                                           "rate": 1.0}
 
@@ -297,7 +333,9 @@ async def test_the_event_stream_sends_new_events_that_match_its_filter_and_ends_
 
 
 async def test_the_api_answers_503_until_the_topics_are_read() -> None:
-    catching_up = AnalyticsApi(Analytics(), LiveFeed(), lambda: datetime.now(UTC), ready=lambda: False)
+    any_host = AccessPolicy(AllowedHosts.parse("*", "127.0.0.1", 0))
+    catching_up = AnalyticsApi(Analytics(), LiveFeed(), lambda: datetime.now(UTC), ready=lambda: False,
+                               access=any_host, tokens=dict)
     async with TestClient(TestServer(catching_up.application(), host="127.0.0.1")) as client:
         response = await client.get("/api/tenants/acme/summary")
         assert response.status == 503 and (await response.json())["error"] == "catching_up"
@@ -375,3 +413,203 @@ async def test_a_real_bounce_is_counted_for_its_campaign_and_template(
         _, feed = await get(http, f"{base}/api/tenants/{tenant}/feed?kind=bounce")
         assert [(b["send_id"], b["campaign_id"], b["template_id"]) for b in feed["items"]] == [
             (str(requests[2].send_id), "launch", "hello")]
+
+
+# --- access ------------------------------------------------------------------------------
+
+TENANT_ROUTES = ("/summary", "/summary?by=campaign&window=7d", "/campaigns/spring", "/channels/gmail",
+                 "/timeline", "/feed?kind=bounce", "/events", "/events?campaign=spring", "/nothing-here")
+"""Every kind of tenant route, an event stream and a path no route has among them."""
+PUBLIC = ("/", "/assets/app.js", "/assets/style.css", "/api/openapi.json")
+"""The page and the description hold no tenant's data: they open without a token."""
+
+
+async def refusal(session: aiohttp.ClientSession, url: str, headers: Any = None,
+                  ) -> tuple[int, str | None, dict[str, Any]]:
+    """(status, WWW-Authenticate, JSON body); the stream routes answer before streaming anything."""
+    async with session.get(url, headers=headers) as response:
+        return response.status, response.headers.get("WWW-Authenticate"), await response.json()
+
+
+async def test_without_a_valid_token_every_tenant_route_answers_401_with_a_bearer_challenge(
+    tenant: str, settings: Settings, producer: AIOKafkaProducer, anonymous: aiohttp.ClientSession,
+) -> None:
+    valid = await new_token(producer, tenant)
+    no_token: list[dict[str, str]] = [{}, {"Authorization": f"Basic {valid.token}"},
+                                      {"Authorization": valid.token}, {"Authorization": "Bearer"}]
+    bad_token = [bearer("srat_0123456789abcdef_" + "A" * 43), bearer(valid.token + "A"),
+                 bearer(valid.token[:-1]), bearer("not-a-token")]
+    async with analytics_service(settings) as base:
+        for path in TENANT_ROUTES:
+            url = f"{base}/api/tenants/{tenant}{path}"
+            for headers in no_token:
+                status, challenge, body = await refusal(anonymous, url, headers)
+                assert (status, challenge, body["error"]) == (
+                    401, 'Bearer realm="sendrail analytics"', "unauthenticated"), (path, headers)
+            for headers in bad_token:
+                status, challenge, body = await refusal(anonymous, url, headers)
+                assert (status, challenge) == (
+                    401, 'Bearer realm="sendrail analytics", error="invalid_token"'), (path, headers)
+                assert valid.token not in json.dumps(body)
+        for path in PUBLIC:
+            async with anonymous.get(base + path) as response:
+                assert response.status == 200, path
+        # The same token, sent properly, reads the tenant.
+        status, _ = await get(anonymous, f"{base}/api/tenants/{tenant}/summary", headers=bearer(valid.token))
+        assert status == 200
+
+
+async def test_a_token_never_reads_another_tenant_existing_or_not(
+    tenant: str, settings: Settings, producer: AIOKafkaProducer, http: aiohttp.ClientSession,
+) -> None:
+    other = f"{tenant}-other"
+    await publish(producer, Campaign(other, datetime.now(UTC)).delivery(DeliveryStatus.SENT, uuid.uuid4()))
+    await new_token(producer, other)
+    async with analytics_service(settings) as base:
+        for path in TENANT_ROUTES:
+            answers = []
+            for someone_else in (other, f"{tenant}-never-seen"):
+                status, challenge, body = await refusal(http, f"{base}/api/tenants/{someone_else}{path}")
+                assert (status, challenge, body["error"]) == (
+                    403, 'Bearer realm="sendrail analytics", error="insufficient_scope"', "forbidden"), path
+                answers.append(body)
+            # Nothing tells a tenant that exists from one that does not.
+            assert answers[0] == answers[1], path
+        status, body = await get(http, f"{base}/api/tenants/{tenant}/summary")
+        assert status == 200 and body["tenant"] == tenant
+
+
+async def test_a_revoked_token_is_refused_and_its_open_stream_ends(
+    tenant: str, settings: Settings, producer: AIOKafkaProducer,
+) -> None:
+    issued = await new_token(producer, tenant)
+    live = Campaign(tenant, datetime.now(UTC))
+    async with analytics_service(settings) as base, aiohttp.ClientSession(headers=bearer(issued.token)) as http:
+        stream = await http.get(f"{base}/api/tenants/{tenant}/events")
+        assert stream.status == 200
+        await publish_record(producer, revoked(issued.record, datetime.now(UTC)))
+
+        async def refused() -> bool:
+            status, _ = await get(http, f"{base}/api/tenants/{tenant}/summary")
+            return status == 401
+        await wait_until_async(refused, "the revoked token refused")
+        status, challenge, _ = await refusal(http, f"{base}/api/tenants/{tenant}/feed")
+        assert (status, challenge) == (401, 'Bearer realm="sendrail analytics", error="invalid_token"')
+        # The stream opened before the revocation ends at the next event instead of sending it.
+        await publish(producer, live.delivery(DeliveryStatus.SENT, uuid.uuid4()))
+        async with asyncio.timeout(10):
+            rest = await stream.content.read()
+        assert stream.content.at_eof() and b"data:" not in rest
+        stream.release()
+
+
+async def test_a_host_it_does_not_answer_for_is_refused_on_every_route(
+    tenant: str, settings: Settings, http: aiohttp.ClientSession,
+) -> None:
+    tenant_paths = [f"/api/tenants/{tenant}{path}" for path in ("/summary", "/events")]
+    async with analytics_service(settings) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for path in (*PUBLIC, *tenant_paths):
+            # DNS rebinding: a page of the attacker's name, once that name resolves to loopback.
+            for host in (f"rebind.attacker.example:{port}", "rebind.attacker.example", f"localhost:{port + 1}"):
+                status, _, body = await refusal(http, base + path, {"Host": host})
+                assert (status, body["error"]) == (421, "misdirected"), (path, host)
+            status, _, body = await refusal(http, base + path, {"Host": "two words"})
+            assert (status, body["error"]) == (400, "bad_host"), path
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+            status, _ = await get(http, f"{base}/api/tenants/{tenant}/summary", {"Host": host})
+            assert status == 200, host
+    async with analytics_service(settings, allowed_hosts="analytics.example.test") as base:
+        status, _ = await get(http, f"{base}/api/tenants/{tenant}/summary")  # Host 127.0.0.1:port
+        assert status == 421
+        status, _ = await get(http, f"{base}/api/tenants/{tenant}/summary", {"Host": "analytics.example.test"})
+        assert status == 200
+
+
+def command_environment(settings: Settings) -> dict[str, str]:
+    """A `sendrail` process of this test: the test broker, nothing of a local stack."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("SENDRAIL_")},
+            "SENDRAIL_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers}
+
+
+async def sendrail(settings: Settings, cwd: Path, *args: str) -> tuple[str, str]:
+    """Run the `sendrail` command; (stdout, stderr) if it succeeded."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sendrail.cli", *args, cwd=cwd, env=command_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode(), err.decode()
+
+
+async def test_the_token_commands_create_list_and_revoke(
+    tenant: str, settings: Settings, anonymous: aiohttp.ClientSession, tmp_path: Path,
+) -> None:
+    token, note = await sendrail(settings, tmp_path, "analytics", "token", "create", "--tenant", tenant)
+    token = token.strip()
+    token_id = token_id_of(token)
+    assert token_id is not None and token_id in note and token not in note  # the token alone on stdout
+    listed, _ = await sendrail(settings, tmp_path, "analytics", "token", "list", "--tenant", tenant)
+    assert token_id in listed and "active" in listed and token not in listed
+    assert token.rsplit("_", 1)[1] not in listed
+    async with analytics_service(settings) as base:
+        status, _ = await get(anonymous, f"{base}/api/tenants/{tenant}/summary", headers=bearer(token))
+        assert status == 200
+        await sendrail(settings, tmp_path, "analytics", "token", "revoke", "--tenant", tenant, "--id", token_id)
+
+        async def refused() -> bool:
+            status, _ = await get(anonymous, f"{base}/api/tenants/{tenant}/summary", headers=bearer(token))
+            return status == 401
+        await wait_until_async(refused, "the revoked token refused")
+    listed, _ = await sendrail(settings, tmp_path, "analytics", "token", "list", "--tenant", tenant)
+    assert f"{token_id}  created" in listed and "revoked" in listed and "active" not in listed
+
+
+async def test_behind_an_authenticating_proxy_its_tenant_header_decides(
+    tenant: str, settings: Settings, producer: AIOKafkaProducer, token: str, anonymous: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """`sendrail service analytics --trust-proxy`, as a deployment starts it."""
+    await publish(producer, Campaign(tenant, datetime.now(UTC)).delivery(DeliveryStatus.SENT, uuid.uuid4()))
+    port, http_port = free_port(), free_port()
+    env = {**command_environment(settings), "SENDRAIL_ANALYTICS_PORT": str(port),
+           "SENDRAIL_HTTP_PORT": str(http_port)}
+    log = tmp_path / "analytics.log"
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sendrail.cli", "service", "analytics", "--trust-proxy", cwd=tmp_path,
+            env=env, stdout=output, stderr=output)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async def ready() -> bool:
+            if process.returncode is not None:
+                pytest.fail(f"the service exited: {log.read_text()}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with anonymous.get(f"http://127.0.0.1:{http_port}/healthz") as response:
+                    return response.status == 200
+            return False
+        await wait_until_async(ready, "the analytics service ready", timeout_s=60)
+
+        own = {"X-Sendrail-Tenant": tenant}
+        status, body = await get(anonymous, f"{base}/api/tenants/{tenant}/summary", headers=own)
+        assert status == 200 and body["totals"]["sent"] == 1
+        async with anonymous.get(f"{base}/api/tenants/{tenant}/events", headers=own) as stream:
+            assert stream.status == 200 and stream.content_type == "text/event-stream"
+        refused: list[Any] = [
+            {"X-Sendrail-Tenant": f"{tenant}-other"},  # another tenant
+            {},  # not through the proxy
+            bearer(token),  # tokens are not what decides here
+            CIMultiDict([("X-Sendrail-Tenant", tenant), ("X-Sendrail-Tenant", tenant)]),  # appended to
+        ]
+        for headers in refused:
+            status, challenge, body = await refusal(anonymous, f"{base}/api/tenants/{tenant}/summary", headers)
+            assert (status, challenge, body["error"]) == (403, None, "forbidden"), headers
+        async with anonymous.get(f"{base}/") as page:
+            assert '<html lang="en" data-auth="proxy">' in await page.text()
+        # The Host check stays on behind the proxy.
+        status, _ = await get(anonymous, f"{base}/api/tenants/{tenant}/summary",
+                              headers={**own, "Host": "rebind.attacker.example"})
+        assert status == 421
+        assert token not in log.read_text()
+    finally:
+        await stop_process(process, timeout_s=10)

@@ -1,11 +1,13 @@
-"""The analytics page in a real headless Chromium: it loads, shows a new bounce live within two
-seconds of its event being published, and gives each campaign its bounce rate."""
+"""The analytics page in a real headless Chromium: it asks for the tenant's token (and refuses a
+wrong one), then shows a new bounce live within two seconds of its event being published, and
+gives each campaign its bounce rate; the token never appears in an address it asks for."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,11 +21,14 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from sendrail.analytics_tokens import issue
 from sendrail.bus.codec import encode
 from sendrail.events import BounceDetected, ChannelKind, DeliveryEvent, DeliveryStatus
+from sendrail.registry.store import publish_record
 from sendrail.sandbox.ports import free_port
 from sendrail.service import ServiceState
 from sendrail.services.analytics.main import run
@@ -51,7 +56,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -116,15 +121,54 @@ def present(driver: WebDriver, css: str, timeout_s: float) -> str:
         lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)][:1], f"{css} never appeared")[0])
 
 
+def log_in(driver: WebDriver, token: str) -> None:
+    """Type the token into the page's form, as a person pastes it."""
+    field = WebDriverWait(driver, 10, poll_frequency=0.05).until(
+        lambda d: next((e for e in d.find_elements(By.ID, "token") if e.is_displayed()), None),
+        "the page never asked for a token")
+    field.send_keys(token, Keys.ENTER)
+
+
+def refused_requests(driver: WebDriver, count: int) -> None:
+    """Wait until the browser has logged `count` refused requests (each a console error), and
+    take them out of its log: the rest of the test wants none."""
+    seen: list[dict[str, str]] = []
+
+    def logged(d: WebDriver) -> bool:
+        seen.extend(e for e in d.get_log("browser") if e["level"] == "SEVERE")
+        return len(seen) >= count
+    WebDriverWait(driver, 10, poll_frequency=0.05).until(logged, f"{count} refused requests never logged")
+    assert all("403" in entry["message"] for entry in seen), seen
+
+
+def requested_urls(driver: WebDriver) -> list[str]:
+    """Every address the browser asked for since the last call (Chrome's network log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
 async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
     tenant: str, settings: Settings, producer: AIOKafkaProducer, browser: webdriver.Chrome,
 ) -> None:
     spring = [sent(tenant, "spring", f"lead{i}@example.org") for i in range(4)]
     autumn = [sent(tenant, "autumn", f"prospect{i}@example.org") for i in range(2)]
     await publish(producer, *spring, *autumn, bounced(spring[0]))
+    token = issue(tenant, datetime.now(UTC))
+    other_tenants = issue(f"{tenant}-other", datetime.now(UTC))
+    for record in (token.record, other_tenants.record):
+        await publish_record(producer, record)
 
     async with analytics_service(settings) as base:
         await asyncio.to_thread(browser.get, f"{base}/?tenant={tenant}")
+        # Another tenant's token is refused, and the page asks again.
+        await asyncio.to_thread(log_in, browser, other_tenants.token)
+        await asyncio.to_thread(text_is, browser, "#message", "this token reads another tenant's analytics", 10)
+        await asyncio.to_thread(refused_requests, browser, 3)  # the summaries; no stream was opened
+        await asyncio.to_thread(log_in, browser, token.token)
         await asyncio.to_thread(text_is, browser, 'tr[data-key="spring"] td.rate', "25.0%", 10)
         await asyncio.to_thread(text_is, browser, 'tr[data-key="autumn"] td.rate', "0.0%", 10)
         await asyncio.to_thread(text_is, browser, "#status", "live", 10)
@@ -151,9 +195,11 @@ async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
         await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOT))
         print(f"screenshot: {SCREENSHOT}")
 
-        # The feed's filters come from the address too: only this kind, only this campaign.
+        # The feed's filters come from the address too: only this kind, only this campaign. The
+        # token is still in the tab's sessionStorage: the page does not ask again.
         await asyncio.to_thread(browser.get, f"{base}/?tenant={tenant}&kind=bounce&campaign=spring")
         await asyncio.to_thread(text_is, browser, "#status", "live", 10)
+        assert not await asyncio.to_thread(lambda: browser.find_element(By.ID, "token-form").is_displayed())
 
         def feed_kinds() -> list[str | None]:
             return [li.get_attribute("data-kind") for li in browser.find_elements(By.CSS_SELECTOR, "#feed li")]
@@ -164,3 +210,7 @@ async def test_the_page_shows_a_new_bounce_live_and_each_campaigns_bounce_rate(
         errors = [entry for entry in await asyncio.to_thread(browser.get_log, "browser")
                   if entry["level"] == "SEVERE"]
         assert errors == []  # no script error, no refused resource
+        urls = await asyncio.to_thread(requested_urls, browser)
+        assert any("/api/tenants/" in url for url in urls) and any("/events" in url for url in urls)
+        for secret in (token.token, other_tenants.token):
+            assert all(secret not in url for url in [*urls, browser.current_url])

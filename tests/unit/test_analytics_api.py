@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sendrail.services.analytics import params
+from sendrail.services.analytics.access import AccessPolicy, AllowedHosts
 from sendrail.services.analytics.aggregation import Analytics
 from sendrail.services.analytics.api import PAGE_FILES, QUERY_PARAMETERS, WEB_DIR, AnalyticsApi
 from sendrail.services.analytics.feed import FeedFilter
@@ -18,7 +19,9 @@ from sendrail.services.analytics.openapi import document
 
 
 def app_routes() -> set[tuple[str, str]]:
-    app = AnalyticsApi(Analytics(), LiveFeed(), lambda: datetime.now(UTC), ready=lambda: True).application()
+    access = AccessPolicy(AllowedHosts.parse(None, "127.0.0.1", 8480))
+    app = AnalyticsApi(Analytics(), LiveFeed(), lambda: datetime.now(UTC), ready=lambda: True,
+                       access=access, tokens=dict).application()
     return {(route.method, route.resource.canonical) for route in app.router.routes()
             if route.resource is not None}
 
@@ -47,6 +50,22 @@ def test_each_data_route_documents_exactly_the_query_parameters_it_accepts() -> 
         assert {p["name"] for p in parameters if p["in"] == "query"} == set(accepted), path
         path_names = {p["name"] for p in parameters if p["in"] == "path"}
         assert path_names == {part.strip("{}") for part in path.split("/") if part.startswith("{")}, path
+
+
+def test_every_tenant_route_asks_for_a_bearer_token_and_documents_its_refusals() -> None:
+    doc = document()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        **doc["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
+    for path, operations in doc["paths"].items():
+        operation = operations["get"]
+        assert "421" in operation["responses"], path  # the Host check comes before every route
+        if path.startswith("/api/tenants/"):
+            assert operation["security"] == [{"bearer": []}], path
+            assert {"401", "403"} <= set(operation["responses"]), path
+        else:
+            assert "security" not in operation, path
+    challenge = resolve(doc, {"$ref": "#/components/responses/Unauthenticated"})
+    assert "WWW-Authenticate" in challenge["headers"]
 
 
 def test_every_reference_in_the_description_resolves() -> None:

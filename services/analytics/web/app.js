@@ -1,22 +1,40 @@
 // The analytics page: totals, an hourly chart, campaign and template tables, and a live feed
 // over server-sent events. Everything shown comes from the JSON API of the same service; text
 // from events (addresses, diagnostics) is only ever set as text, never as HTML.
+//
+// The API wants the tenant's bearer token: the page asks for it, keeps it in this tab's
+// sessionStorage and sends it in the Authorization header, never in an address (addresses end
+// up in logs and history). EventSource cannot send headers, so the live feed is read with
+// fetch. Behind an authenticating proxy (the page is served with data-auth="proxy") the
+// proxy's own login stands in for the token.
 "use strict";
 
 const FEED_SHOWN = 200;          // entries kept on the page
 const REFRESH_DELAY_MS = 500;    // summaries are fetched again at most this often while events come
 const RECONNECT_DELAY_MS = 3000;
+const TOKEN_KEY = "sendrail-analytics-token:";  // + the tenant: each tenant its own token
 const IDENTIFIER = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 const SVG = "http://www.w3.org/2000/svg";
 
 const page = {
   tenant: null,
+  token: null,
+  proxied: document.documentElement.dataset.auth === "proxy",
   window: "7d",
   filters: { campaign: "", template: "", user: "", kind: "" },
-  source: null,
+  stream: null,  // the AbortController of the open event stream
+  retryMs: RECONNECT_DELAY_MS,
   refreshTimer: null,
   reconnectTimer: null,
 };
+
+// The API refused the token (401) or found it to be another tenant's (403).
+class Refused extends Error {
+  constructor(message, token) {
+    super(message);
+    this.token = token;  // the token that was sent: a late answer about an older one is ignored
+  }
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -50,9 +68,18 @@ function tenantPath(rest) {
   return `/api/tenants/${encodeURIComponent(page.tenant)}/${rest}`;
 }
 
+function headers(accept) {
+  const sent = { Accept: accept };
+  if (page.token) sent.Authorization = `Bearer ${page.token}`;
+  return sent;
+}
+
 async function api(rest, params) {
-  const response = await fetch(tenantPath(rest) + query(params), { headers: { Accept: "application/json" } });
+  const token = page.token;
+  const response = await fetch(tenantPath(rest) + query(params),
+                               { headers: headers("application/json"), cache: "no-store" });
   const body = await response.json();
+  if (response.status === 401 || response.status === 403) throw new Refused(body.message, token);
   if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
   return body;
 }
@@ -171,6 +198,7 @@ function renderChart(hours) {
   $("chart-range").textContent = hours.length === 24 ? "(last 24 hours)" : "(last 7 days)";
 }
 
+// False only when the token was refused.
 async function loadSummaries() {
   try {
     const [campaigns, templates, timeline] = await Promise.all([
@@ -184,8 +212,13 @@ async function loadSummaries() {
     renderChart(timeline.hours);
     document.body.dataset.loaded = "true";
   } catch (error) {
+    if (error instanceof Refused) {
+      askForToken(error.message, error.token);
+      return false;
+    }
     say(`Could not load the summaries: ${error.message}`);
   }
+  return true;
 }
 
 // At most one refresh per delay, however fast events come.
@@ -234,32 +267,70 @@ function addToFeed(item, fresh) {
   $("feed-empty").hidden = true;
 }
 
-function connect() {
-  if (page.source) page.source.close();
+// The text/event-stream format (WHATWG HTML §9.2.6): `data` lines up to a blank line make one
+// message; lines starting with a colon are comments (the server's keep-alives).
+async function readEvents(body, onMessage) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end).replace(/\r$/, "");
+      buffer = buffer.slice(end + 1);
+      if (line === "") {
+        if (data.length) onMessage(data.join("\n"));
+        data = [];
+      } else if (!line.startsWith(":")) {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") data.push(text);
+        else if (field === "retry" && /^[0-9]+$/.test(text)) page.retryMs = Number(text);
+      }
+    }
+  }
+}
+
+function disconnect() {
+  if (page.stream) page.stream.abort();
+  page.stream = null;
   clearTimeout(page.reconnectTimer);
-  const source = new EventSource(tenantPath("events") + query(page.filters));
-  page.source = source;
+}
+
+async function connect() {
+  disconnect();
+  const stream = new AbortController();
+  const token = page.token;
+  page.stream = stream;
   setStatus("connecting", "connecting…");
-  // On every (re)connection the feed is read again: it holds what was missed meanwhile.
-  source.onopen = () => {
+  try {
+    const response = await fetch(tenantPath("events") + query(page.filters),
+                                 { headers: headers("text/event-stream"), cache: "no-store", signal: stream.signal });
+    if (response.status === 401 || response.status === 403) {
+      askForToken((await response.json()).message, token);
+      return;
+    }
+    if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+    // On every (re)connection the feed is read again: it holds what was missed meanwhile.
     setStatus("live", "live");
     loadFeed();
     refreshSoon();
-  };
-  source.onmessage = (message) => {
-    addToFeed(JSON.parse(message.data), true);
-    refreshSoon();
-  };
-  // The browser reconnects a dropped stream by itself, but gives up on an error status
-  // (503 while the service starts): then try again here.
-  source.onerror = () => {
-    if (source.readyState !== EventSource.CLOSED) {
-      setStatus("reconnecting", "reconnecting…");
-      return;
-    }
-    setStatus("error", "disconnected");
-    page.reconnectTimer = setTimeout(connect, RECONNECT_DELAY_MS);
-  };
+    await readEvents(response.body, (data) => {
+      addToFeed(JSON.parse(data), true);
+      refreshSoon();
+    });
+  } catch (error) {
+    if (stream.signal.aborted) return;  // closed here: new filters, or a new token asked for
+  }
+  if (page.stream !== stream) return;
+  // The stream ended or never opened (503 while the service starts, a restart, a revoked
+  // token): try again; a refused token then brings the token form back.
+  setStatus("reconnecting", "reconnecting…");
+  page.reconnectTimer = setTimeout(connect, page.retryMs);
 }
 
 async function loadFeed() {
@@ -270,8 +341,40 @@ async function loadFeed() {
     for (const item of feed.items) addToFeed(item, false);
     $("feed-empty").hidden = $("feed").children.length > 0;
   } catch (error) {
-    say(`Could not load the feed: ${error.message}`);
+    if (error instanceof Refused) askForToken(error.message, error.token);
+    else say(`Could not load the feed: ${error.message}`);
   }
+}
+
+// --- the token -----------------------------------------------------------------------
+
+function showDashboard() {
+  $("token-form").hidden = true;
+  $("forget").hidden = page.proxied;
+  $("dashboard").hidden = false;
+  // The stream opens once the token has been accepted, not alongside requests it would fail too.
+  loadSummaries().then((accepted) => { if (accepted) connect(); });
+}
+
+// No token yet, or the API refused `token`: forget it and ask for one.
+function askForToken(message, token) {
+  if (token !== page.token) return;  // about a token replaced meanwhile
+  disconnect();
+  if (page.proxied) {  // the proxy's login decides; nothing to ask for here
+    setStatus("error", "refused");
+    say(message);
+    return;
+  }
+  sessionStorage.removeItem(TOKEN_KEY + page.tenant);
+  page.token = null;
+  setStatus("idle", "not connected");
+  say(message);
+  $("dashboard").hidden = true;
+  $("forget").hidden = true;
+  $("token-tenant").textContent = page.tenant;
+  $("token-tenant-command").textContent = page.tenant;
+  $("token-form").hidden = false;
+  $("token").focus();
 }
 
 // --- wiring --------------------------------------------------------------------------
@@ -330,6 +433,17 @@ function start() {
     typing = setTimeout(applyFilters, 400);
   });
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); applyFilters(); });
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    $("token").value = "";
+    if (!token) return;
+    page.token = token;
+    sessionStorage.setItem(TOKEN_KEY + page.tenant, token);
+    say("");
+    showDashboard();
+  });
+  $("forget").addEventListener("click", () => askForToken("Token forgotten in this tab.", page.token));
   if (!IDENTIFIER.test(tenant)) {
     say(tenant ? "A tenant id is letters, digits and ._:@- , starting with a letter or digit." :
                  "Choose a tenant to see its analytics.");
@@ -337,9 +451,9 @@ function start() {
   }
   page.tenant = tenant;
   document.title = `${tenant} · sendrail analytics`;
-  $("dashboard").hidden = false;
-  loadSummaries();
-  connect();
+  page.token = page.proxied ? null : sessionStorage.getItem(TOKEN_KEY + tenant);
+  if (page.proxied || page.token) showDashboard();
+  else askForToken("", null);
 }
 
 start();

@@ -85,6 +85,7 @@ def settings(kafka: KafkaSettings, mail: MailSandbox, secret_key: bytes) -> Sett
                               retry_backoff_max_s=0.2, held_recheck_s=0.3, quota_probe_s=1.0,
                               commit_interval_s=0.2, loaded_per_connection=20),
         watcher=WatcherSettings(idle_timeout_s=30.0, poll_interval_s=1.0, connect_timeout_s=5.0,
-                                reconnect_backoff_max_s=1.0),
+                                reconnect_backoff_base_s=0.5, reconnect_backoff_max_s=1.0,
+                                login_interval_s=1.0),
         analytics=AnalyticsSettings(port=free_port()),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 import aiohttp
 import structlog
@@ -21,11 +22,13 @@ from sendrail.registry.store import RegistryStore
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
 from sendrail.services.bounce_watcher.correlation import SendIndex
+from sendrail.services.bounce_watcher.mailbox_health import RetryPolicy
 from sendrail.services.bounce_watcher.mailbox_watch import WatchContext
+from sendrail.services.bounce_watcher.parsing import NoticeParser
 from sendrail.services.bounce_watcher.supervisor import WatcherSupervisor
-from sendrail.services.bounce_watcher.suppression import SoftBounceHistory, SoftBounceRule
+from sendrail.services.bounce_watcher.suppression import SoftBounceHistory, SoftBounceRule, refusal
 from sendrail.settings import Settings
-from sendrail.topics import BOUNCES, DELIVERY, WATCHER_CHECKPOINTS
+from sendrail.topics import BOUNCES, DELIVERY, WATCHER_CHECKPOINTS, connection_key
 
 SERVICE = "sendrail-bounce-watcher"
 log = structlog.get_logger(__name__)
@@ -37,18 +40,17 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
     checkpoints: dict[tuple[str, str], WatcherCheckpoint] = {}
     sends = SendIndex()
 
-    def apply_checkpoint(_: bytes | None, value: bytes | None) -> None:
+    # Each raises on a record it cannot use: its follower dead-letters it and goes on.
+    def apply_checkpoint(key: bytes | None, value: bytes | None) -> None:
         if value is not None:
             checkpoint = decode(WatcherCheckpoint, value)
+            if key != connection_key(checkpoint.tenant_id, checkpoint.connection_id):
+                raise ValueError("the key does not name the checkpoint's tenant/connection")
             checkpoints[(checkpoint.tenant_id, checkpoint.connection_id)] = checkpoint
 
     def apply_delivery(_: bytes | None, value: bytes | None) -> None:
-        if value is None:
-            return
-        try:
+        if value is not None:
             sends.add(decode(DeliveryEvent, value))
-        except ValidationError:
-            log.error("unreadable delivery event ignored")
 
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -74,28 +76,40 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
         soft_rule = SoftBounceRule(settings.watcher.soft_bounces_to_suppress,
                                    settings.watcher.soft_bounce_window_s)
         if soft_rule.limit > 0:
-            await _recount_soft_bounces(settings, soft_bounces, soft_rule)
+            await _recount_soft_bounces(settings, soft_bounces, soft_rule, sends)
+        parser = NoticeParser(settings.watcher.parse_processes)
+        stack.push_async_callback(parser.close)  # after the watchers below have stopped
+        watcher = settings.watcher
         context = WatchContext(
             producer=producer, checkpoints=checkpoints, sends=sends,
             catch_up_sends=delivery_follower.caught_up, tls_context=client_tls_context(settings.tls),
-            settings=settings.watcher, clock=system_clock,
-            soft_bounce_rule=soft_rule, soft_bounces=soft_bounces,
+            settings=watcher, clock=system_clock,
+            soft_bounce_rule=soft_rule, soft_bounces=soft_bounces, parser=parser,
+            retry_policy=RetryPolicy(base_s=watcher.reconnect_backoff_base_s,
+                                     max_s=watcher.reconnect_backoff_max_s,
+                                     login_interval_s=watcher.login_interval_s),
+            jitter=random.random,
         )
         supervisor = WatcherSupervisor(registry.view, context, tokens_for)
+        state.details = supervisor.details
         state.ready = True
         await supervisor.run(stop)
 
 
 async def _recount_soft_bounces(settings: Settings, history: SoftBounceHistory,
-                                rule: SoftBounceRule) -> None:
+                                rule: SoftBounceRule, sends: SendIndex) -> None:
+    """Only the bounces that could count: tied to a send that went to the address (it
+    arrived no later than it was read, and its send was checked against that)."""
     def apply(_: bytes | None, value: bytes | None) -> None:
         if value is None:
             return
         with contextlib.suppress(ValidationError):
             finding = decode_analytics(value)
-            if isinstance(finding, BounceDetected) and not finding.hard:
-                history.record(finding.tenant_id, finding.recipient,
-                               finding.detected_at.timestamp(), rule.window_s)
+            if not isinstance(finding, BounceDetected) or finding.hard or finding.send_id is None:
+                return
+            if refusal(finding, sends.by_send_id.get(finding.send_id), finding.detected_at) is None:
+                history.record(finding.tenant_id, finding.recipient, finding.detected_at.timestamp(),
+                               rule.window_s, finding.bounce_id)
 
     follower = TopicFollower(settings.kafka, BOUNCES.name, apply, client_id=f"{SERVICE}-recount")
     await follower.start()  # returns once it has read to the end

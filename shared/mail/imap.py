@@ -23,6 +23,7 @@ import re
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final, TypeVar, cast
 
 import aioimaplib
@@ -41,6 +42,11 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 _FETCH_START = re.compile(rb"\d+ FETCH \(")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
+_INTERNALDATE = re.compile(
+    rb'\bINTERNALDATE "\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})"'
+)
+_MONTHS = {name: number for number, name in enumerate(
+    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1)}
 
 
 class ImapError(Exception):
@@ -73,6 +79,8 @@ class FetchedMessage:
 
     uid: int
     raw: bytes
+    received_at: datetime | None = None
+    """When the server took it in (INTERNALDATE, RFC 3501 section 2.3.3), if it said."""
 
 
 def _text(lines: list[Any]) -> str:
@@ -199,7 +207,8 @@ class ImapMailbox:
         if not uids:
             return []
         fetch = await self._command(
-            self._protocol.fetch(f"{uids[0]}:{uids[-1]}", "(UID BODY.PEEK[])", by_uid=True),
+            self._protocol.fetch(f"{uids[0]}:{uids[-1]}", "(UID INTERNALDATE BODY.PEEK[])",
+                                 by_uid=True),
             "UID FETCH",
         )
         wanted = set(uids)
@@ -370,13 +379,13 @@ async def _examine_inbox(protocol: _ReadOnlyProtocol, timeout_s: float) -> Mailb
 
 
 def _fetched_messages(lines: list[Any]) -> list[FetchedMessage]:
-    """Messages of a `UID FETCH (UID BODY.PEEK[])` response, in UID order.
+    """Messages of a `UID FETCH (UID INTERNALDATE BODY.PEEK[])` response, in UID order.
 
     aioimaplib gives each `n FETCH (` line as bytes, the literal as a bytearray, then the
     rest of the item. Items without a body are flag updates the server may add
     (RFC 3501 section 7.4.2) and are skipped.
     """
-    by_uid: dict[int, bytes] = {}
+    by_uid: dict[int, tuple[bytes, datetime | None]] = {}
     items: list[tuple[list[bytes], bytes | None]] = []
     for line in lines:
         if isinstance(line, bytearray):
@@ -387,7 +396,23 @@ def _fetched_messages(lines: list[Any]) -> list[FetchedMessage]:
         elif items:
             items[-1][0].append(line)
     for text_parts, body in items:
-        uid = _FETCH_UID.search(b" ".join(text_parts))
+        text = b" ".join(text_parts)
+        uid = _FETCH_UID.search(text)
         if uid is not None and body is not None:
-            by_uid[int(uid.group(1))] = body
-    return [FetchedMessage(uid=uid, raw=by_uid[uid]) for uid in sorted(by_uid)]
+            by_uid[int(uid.group(1))] = (body, _internal_date(text))
+    return [FetchedMessage(uid=uid, raw=raw, received_at=received_at)
+            for uid, (raw, received_at) in sorted(by_uid.items())]
+
+
+def _internal_date(text: bytes) -> datetime | None:
+    """RFC 3501 section 9 date-time: `"17-Jul-1996 02:44:25 -0700"` (day may be space-padded)."""
+    found = _INTERNALDATE.search(text)
+    if found is None:
+        return None
+    day, month, year, hour, minute, second, sign, zone_h, zone_m = found.groups()
+    offset = timedelta(hours=int(zone_h), minutes=int(zone_m)) * (-1 if sign == b"-" else 1)
+    try:
+        return datetime(int(year), _MONTHS[month.lower()], int(day), int(hour), int(minute),
+                        int(second), tzinfo=timezone(offset))
+    except (KeyError, ValueError):  # a month or day that does not exist
+        return None

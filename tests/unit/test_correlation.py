@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -223,3 +223,32 @@ def test_auto_replies_and_complaints_are_findings_of_their_own(kind: NoticeKind,
     assert finding.event == event
     assert finding.address == "lee@customer.example"
     assert finding.correlated and finding.send_id == SEND_A and finding.campaign_id == "spring"
+
+
+@pytest.mark.parametrize(("sent_to", "named"), [
+    ("Gone@Customer.example", "gone@customer.example"),
+    ("gone@customer.example", "GONE@CUSTOMER.EXAMPLE"),
+    ("Gone.Away@gmail.com", "goneaway@googlemail.com"),
+    ("gone@bücher.example", "gone@xn--bcher-kva.example"),
+])
+def test_the_failed_recipient_is_compared_by_its_key(sent_to: str, named: str) -> None:
+    event = sent(SEND_A, None).model_copy(update={"recipients": [sent_to]})
+    found = index(event).find(notice(), tenant_id="acme", connection_id="ann-gmail", recipient=named)
+    assert found is not None and found.send_id == SEND_A
+
+
+@pytest.mark.parametrize(("arrived", "tied"), [
+    (T0 + timedelta(minutes=3), True),
+    (T0, True),
+    (T0 - timedelta(seconds=30), True),  # the server's clock, and the event stamped after the attempt
+    (T0 - timedelta(hours=2), False),
+    (None, True),  # arrival unknown
+])
+@pytest.mark.parametrize("evidence", [{"send_id": str(SEND_A)}, {"references": (MSGID_A,)}, {}],
+                         ids=["send-id header", "References", "recipient only"])
+def test_a_notice_that_arrived_before_the_send_is_not_about_it(
+    arrived: datetime | None, tied: bool, evidence: dict[str, Any]
+) -> None:
+    found = index(sent()).find(notice(**evidence), **MAILBOX, recipient="gone@customer.example",
+                               arrived_at=arrived)
+    assert (found is not None) is tied

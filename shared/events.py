@@ -15,7 +15,17 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from sendrail.validation import EmailAddress, HeaderName, HeaderValue, Identifier
+from sendrail.errors import ConfigurationError
+from sendrail.throttle.policy import (
+    MAX_BATCH_SIZE,
+    MAX_BATCH_WAIT_S,
+    MAX_RECIPIENTS_PER_MESSAGE,
+    MAX_WINDOW_LIMIT,
+    MIN_BATCH_WAIT_S,
+    BatchSetting,
+    LimitOverrides,
+)
+from sendrail.validation import EmailAddress, ExtraHeaders, HeaderValue, Identifier
 
 SEND_ID_NAMESPACE = uuid.UUID("5e7d2a1c-0b1d-4c8e-9a51-6f4f3c2d9b10")
 
@@ -23,6 +33,10 @@ SEND_ID_NAMESPACE = uuid.UUID("5e7d2a1c-0b1d-4c8e-9a51-6f4f3c2d9b10")
 def send_id_for(tenant_id: str, idempotency_key: str) -> uuid.UUID:
     """Stable for a tenant's idempotency key, so a repeated request is the same send."""
     return uuid.uuid5(SEND_ID_NAMESPACE, f"{tenant_id}/{idempotency_key}")
+
+
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+"""Chosen by the upstream system; with the tenant it identifies a send (printable ASCII)."""
 
 
 class _Event(BaseModel):
@@ -65,7 +79,7 @@ class EmailRequested(_Event):
     """An upstream system asks sendrail to send one email on behalf of a user."""
 
     schema_version: Literal[1] = 1
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+    idempotency_key: IdempotencyKey
     tenant_id: Identifier
     user_id: Identifier
     identity: EmailAddress
@@ -79,7 +93,8 @@ class EmailRequested(_Event):
     subject: HeaderValue
     text: str | None = None
     html: str | None = None
-    headers: dict[HeaderName, HeaderValue] = {}
+    headers: ExtraHeaders = {}
+    """Extra header fields: names unique ignoring case, at most 100, 32 KiB in all."""
     requested_at: AwareDatetime
 
     @model_validator(mode="after")
@@ -120,6 +135,9 @@ class DeliveryStatus(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     SUPPRESSED = "suppressed"
     """Refused: a recipient is on the tenant's suppression list."""
+    DUPLICATE = "duplicate"
+    """Not sent: the same tenant and idempotency key as a send already finished
+    (`duplicate_of` says where); that send's own events tell its outcome."""
 
 
 FINAL_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTERED,
@@ -148,6 +166,8 @@ class DeliveryEvent(_Event):
     reason: str | None = None
     """A sentence a person can act on."""
     next_attempt_at: AwareDatetime | None = None
+    duplicate_of: str | None = None
+    """For a `duplicate`: where the original is (topic/partition/offset)."""
     occurred_at: AwareDatetime
 
     @classmethod
@@ -166,7 +186,11 @@ class DeliveryEvent(_Event):
 
 
 class RequestDeadLettered(_Event):
-    """A message that could not be understood, kept whole with the reason it was refused."""
+    """A record a consumer could not use, kept with where it came from and why it was refused.
+
+    Its original bytes are kept whole up to 256 KiB, else their start with `truncated`, and
+    always their size and SHA-256, so the entry itself always fits in a Kafka record.
+    """
 
     schema_version: Literal[1] = 1
     source_topic: str
@@ -174,6 +198,13 @@ class RequestDeadLettered(_Event):
     offset: int
     key_b64: str | None
     value_b64: str
+    original_bytes: int | None = None
+    original_sha256: str | None = None
+    truncated: bool = False
+    kind: str | None = None
+    """undecodable, invalid, newer_schema, mismatched or handling_failed."""
+    consumer: str | None = None
+    """The service that refused it."""
     reason: str
     occurred_at: AwareDatetime
 
@@ -418,12 +449,23 @@ class ThrottleConfigured(_Event):
     tenant_id: Identifier
     connection_id: Identifier | None = None
     enabled: bool = True
-    batch_size: Annotated[int, Field(gt=0)] | None = None
-    batch_wait_s: Annotated[float, Field(gt=0)] | None = None
-    daily_messages: Annotated[int, Field(gt=0)] | None = None
-    daily_recipients: Annotated[int, Field(gt=0)] | None = None
-    per_minute_messages: Annotated[int, Field(gt=0)] | None = None
-    max_recipients_per_message: Annotated[int, Field(gt=0)] | None = None
+    # The bounds are the throttle policy's own (sendrail.throttle.policy gives the reasons):
+    # a record outside them could never become a policy, and its connection would be left
+    # without limits to keep.
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] | None = None
+    """Messages per batch, 1 to 10,000 (Exchange Online's whole day)."""
+    batch_wait_s: Annotated[float, Field(ge=MIN_BATCH_WAIT_S, le=MAX_BATCH_WAIT_S,
+                                         allow_inf_nan=False)] | None = None
+    """Seconds between batches, 1 to 86,400 in whole milliseconds: no provider needs batches
+    less than a second apart (the per-second cap paces sends within one), and no window is
+    longer than a day."""
+    daily_messages: Annotated[int, Field(ge=1, le=MAX_WINDOW_LIMIT)] | None = None
+    daily_recipients: Annotated[int, Field(ge=1, le=MAX_WINDOW_LIMIT)] | None = None
+    per_minute_messages: Annotated[int, Field(ge=1, le=MAX_WINDOW_LIMIT)] | None = None
+    """Caps of rolling windows, at most 50,000: every send inside a connection's longest
+    window is stored in one throttle-state record, which must fit in a Kafka record."""
+    max_recipients_per_message: Annotated[int, Field(ge=1, le=MAX_RECIPIENTS_PER_MESSAGE)] | None = None
+    """At most 1,000, Exchange Online's admin maximum (Gmail takes 100 through SMTP)."""
     gmail_plan: Literal["workspace", "workspace_trial", "consumer"] | None = None
     updated_at: AwareDatetime
 
@@ -431,12 +473,36 @@ class ThrottleConfigured(_Event):
     def _batch_is_whole(self) -> ThrottleConfigured:
         if (self.batch_size is None) != (self.batch_wait_s is None):
             raise ValueError("a batch setting needs both batch_size and batch_wait_s")
+        # What the senders build from this record, built once here: what it refuses (a wait
+        # finer than a millisecond) is refused where the record enters, not at every turn.
+        try:
+            if self.batch_size is not None and self.batch_wait_s is not None:
+                BatchSetting(self.batch_size, self.batch_wait_s)
+            LimitOverrides(daily_messages=self.daily_messages, daily_recipients=self.daily_recipients,
+                           per_minute_messages=self.per_minute_messages,
+                           max_recipients_per_message=self.max_recipients_per_message)
+        except ConfigurationError as error:
+            raise ValueError(str(error)) from None
         return self
+
+
+class AnalyticsTokenIssued(_Event):
+    """A bearer token that reads one tenant's analytics; only its SHA-256 is kept, never the token."""
+
+    record: Literal["analytics_token"] = "analytics_token"
+    schema_version: Literal[1] = 1
+    tenant_id: Identifier
+    token_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    """Public: shown by `sendrail analytics token list`, and the middle part of the token."""
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+    """Set once revoked; the record stays, so the list shows when."""
 
 
 RegistryRecord = Annotated[
     ConnectionConfigured | ConnectionHealthChanged | IdentityRegistered | ChannelAssigned
-    | TenantConfigured | ThrottleConfigured,
+    | TenantConfigured | ThrottleConfigured | AnalyticsTokenIssued,
     Field(discriminator="record"),
 ]
 
@@ -458,3 +524,5 @@ def registry_key(record: RegistryRecord) -> str:
             return f"tenant/{record.tenant_id}"
         case ThrottleConfigured():
             return f"throttle/{record.tenant_id}/{record.connection_id or TEAM_WIDE}"
+        case AnalyticsTokenIssued():
+            return f"analytics_token/{record.tenant_id}/{record.token_id}"

@@ -72,6 +72,25 @@ mailbox_messages_read = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+mailbox_message_failures = Counter(
+    "sendrail_mailbox_message_failures_total",
+    "Inbox messages the bounce watcher could not handle and passed over, by channel.",
+    ["channel"],
+    registry=REGISTRY,
+)
+mailbox_retries = Counter(
+    "sendrail_mailbox_retries_total",
+    "Times a mailbox watcher backed off, by channel and what failed (mailbox, bus, crash).",
+    ["channel", "cause"],
+    registry=REGISTRY,
+)
+dead_lettered = Counter(
+    "sendrail_dead_lettered_total",
+    "Records a consumer could not use and put on the dead-letter topic, by source topic and "
+    "reason (undecodable, invalid, newer_schema, mismatched, handling_failed).",
+    ["topic", "reason"],
+    registry=REGISTRY,
+)
 consumer_lag = Gauge(
     "sendrail_consumer_lag_messages",
     "Messages on a topic's assigned partitions the consumer group has not finished: end "

@@ -7,7 +7,9 @@ it then finishes or hands back its in-flight work and commits what it finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sendrail.backoff import backoff_s
 from sendrail.metrics import REGISTRY
 from sendrail.settings import HttpSettings
 
@@ -51,6 +54,8 @@ class ServiceState:
     ready: bool = False
     details: Callable[[], dict[str, object]] = dict
     """Read at each request, so it shows the service's current state."""
+    trouble: str | None = None
+    """Why the service is not working now (Kafka unreachable, ...) and when it tries again."""
 
 
 async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunner:
@@ -59,6 +64,8 @@ async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunn
 
     async def health(_: web.Request) -> web.Response:
         body = {"service": state.name, "ready": state.ready, **state.details()}
+        if state.trouble is not None:
+            body["trouble"] = state.trouble
         return web.json_response(body, status=200 if state.ready else 503)
 
     app = web.Application()
@@ -73,8 +80,15 @@ async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunn
 ServiceMain = Callable[[asyncio.Event, ServiceState], Awaitable[None]]
 
 
-async def serve(name: str, main: ServiceMain, http: HttpSettings) -> None:
-    """Run `main` with its HTTP endpoint until SIGTERM/SIGINT, then let it stop cleanly."""
+async def serve(name: str, main: ServiceMain, http: HttpSettings, *, restart_base_s: float = 1.0,
+                restart_max_s: float = 60.0) -> None:
+    """Run `main` with its HTTP endpoint until SIGTERM/SIGINT, then let it stop cleanly.
+
+    A failure of `main` (Kafka unreachable, a broker that stopped answering, a fault) does
+    not end the process, which a supervisor would only start again at once, in a loop:
+    the service says so on /healthz, waits (capped exponential backoff with jitter) and
+    starts `main` again, which reads on from its committed offsets.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -83,8 +97,25 @@ async def serve(name: str, main: ServiceMain, http: HttpSettings) -> None:
     runner = await start_http(http, state)
     log = structlog.get_logger(name)
     log.info("service starting", http=f"{http.host}:{http.port}")
+    failures = 0
     try:
-        await main(stop, state)
+        while not stop.is_set():
+            started_s = loop.time()
+            try:
+                await main(stop, state)
+                return
+            except Exception as error:
+                # A run that went well for a while starts the backoff over.
+                failures = 1 if loop.time() - started_s > restart_max_s else failures + 1
+                wait_s = backoff_s(failures, base_s=restart_base_s, max_s=restart_max_s,
+                                   jitter=random.random())
+                state.ready = False
+                state.trouble = f"{type(error).__name__}: {error}; starting again in {wait_s:.0f} s"
+                log.error("service failed; starting again", wait_s=round(wait_s, 1),
+                          failures=failures, exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait_s)
+                state.trouble = None
     finally:
         await runner.cleanup()
         log.info("service stopped")

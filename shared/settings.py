@@ -7,11 +7,11 @@ running stack. Real environment variables always win over the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_ENV_FILE = Path(".cache/local.env")
@@ -102,12 +102,36 @@ class WatcherSettings(BaseSettings):
     poll_interval_s: float = 30.0
     """For servers without IDLE."""
     connect_timeout_s: float = 30.0
-    reconnect_backoff_max_s: float = 60.0
+    reconnect_backoff_base_s: float = 1.0
+    reconnect_backoff_max_s: float = 300.0
+    """A failing mailbox (or a bus that cannot be reached) is retried after a capped
+    exponential backoff with jitter, per mailbox."""
+    login_interval_s: float = 60.0
+    """While a mailbox is failing it logs in at most once this often, whatever the backoff
+    says: every retry refreshes a token and logs in, and providers lock out login storms."""
     fetch_batch: int = 50
+    parse_processes: int = 2
+    """Processes that parse fetched messages, shared by all mailboxes: what hostile mail
+    can take is bounded by this many cores."""
     soft_bounces_to_suppress: int = 0
     """Soft bounces of one address within the window that put it on the suppression list;
     0 never does (hard bounces always do)."""
     soft_bounce_window_s: float = 30 * 24 * 3600.0
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_ROUTER_", extra="ignore")
+
+    max_request_bytes: Annotated[int, Field(ge=1024, le=900 * 1024)] = 900 * 1024
+    """Larger requests are refused (`failed`) before anything is built. At most 900 KiB: the
+    routed email wraps the request, and Kafka's default record limit is 1 MiB."""
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENDRAIL_", extra="ignore")
+
+    state_dir: Path = Path(".cache/state")
+    """Local table state (RocksDB), one directory per process; rebuilt from Kafka, never backed up."""
 
 
 class AnalyticsSettings(BaseSettings):
@@ -117,6 +141,12 @@ class AnalyticsSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8480
+    allowed_hosts: str | None = None
+    """Comma-separated Host header values served (`name` or `name:port`); unset: the loopback
+    names and `host`, bare and with `port`. Anything else is refused (DNS rebinding)."""
+    trust_proxy_header: str | None = None
+    """Only behind an authenticating proxy: the header in which it names the request's tenant.
+    Bearer tokens are then not asked for (`sendrail service analytics --trust-proxy`)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +159,8 @@ class Settings:
     sender: SenderSettings
     watcher: WatcherSettings
     analytics: AnalyticsSettings
+    router: RouterSettings = field(default_factory=RouterSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     @classmethod
     def load(cls, env_file: Path | None = LOCAL_ENV_FILE) -> Settings:
@@ -143,4 +175,6 @@ class Settings:
             sender=SenderSettings(_env_file=file),
             watcher=WatcherSettings(_env_file=file),
             analytics=AnalyticsSettings(_env_file=file),
+            router=RouterSettings(_env_file=file),
+            store=StoreSettings(_env_file=file),
         )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from sendrail import events
+from sendrail.mail.addresses import comparison_key
+from sendrail.store.entry import TableEntry
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,8 @@ SUPPRESSION = Topic(
     partitions=1, compacted=True,
 )
 DEAD_LETTER = Topic(
-    "sendrail.dead-letter", events.RequestDeadLettered, "the original message's key",
-    "Messages that could not be understood, with the reason and the original bytes.",
+    "sendrail.dead-letter", events.RequestDeadLettered, "source_topic/partition/offset",
+    "Records a consumer could not use, from any topic, with the reason and the original bytes.",
 )
 WATCHER_CHECKPOINTS = Topic(
     "sendrail.watcher-checkpoints", events.WatcherCheckpoint, "tenant_id/connection_id",
@@ -83,9 +85,37 @@ THROTTLE_STATE = Topic(
     partitions=1, compacted=True,
 )
 
+SEND_ID_RETENTION_MS = 7 * 24 * 3600 * 1000
+"""How long a sender remembers a finished send: the same request again within it is not sent."""
+_DAY_MS = 24 * 3600 * 1000
+
+
+def _finished_sends(outbound: Topic) -> Topic:
+    """The changelog of a sender's table of finished send ids, co-partitioned with its outbound
+    topic. Kafka forgets entries a day after the table does (with one-day segments, a
+    record is deleted at most two days after the table stops needing it)."""
+    return Topic(
+        f"{outbound.name}.send-ids", TableEntry, "send_id",
+        f"The send ids finished from {outbound.name}, on the partition they came from.",
+        partitions=outbound.partitions, compacted=True,
+        configs={"cleanup.policy": "compact,delete",
+                 "retention.ms": str(SEND_ID_RETENTION_MS + _DAY_MS), "segment.ms": str(_DAY_MS)},
+    )
+
+
+OUTBOUND_GMAIL_SEND_IDS = _finished_sends(OUTBOUND_GMAIL)
+OUTBOUND_EXCHANGE_SEND_IDS = _finished_sends(OUTBOUND_EXCHANGE)
+OUTBOUND_SMTP_SEND_IDS = _finished_sends(OUTBOUND_SMTP)
+SEND_IDS_BY_OUTBOUND = {
+    OUTBOUND_GMAIL.name: OUTBOUND_GMAIL_SEND_IDS,
+    OUTBOUND_EXCHANGE.name: OUTBOUND_EXCHANGE_SEND_IDS,
+    OUTBOUND_SMTP.name: OUTBOUND_SMTP_SEND_IDS,
+}
+
 ALL_TOPICS = (
     REQUESTS, REGISTRY, OUTBOUND_GMAIL, OUTBOUND_EXCHANGE, OUTBOUND_SMTP, HELD, DELIVERY,
     BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS, THROTTLE_STATE, SUPPRESSION,
+    OUTBOUND_GMAIL_SEND_IDS, OUTBOUND_EXCHANGE_SEND_IDS, OUTBOUND_SMTP_SEND_IDS,
 )
 
 OUTBOUND_BY_CHANNEL = {
@@ -99,7 +129,9 @@ OUTBOUND_BY_CHANNEL = {
 
 
 def suppression_key(tenant_id: str, address: str) -> bytes:
-    return f"{tenant_id}/{address}".encode()
+    """One key per mailbox, however the address is spelled: compaction then keeps one record
+    for it, and a tombstone for any spelling lifts the suppression."""
+    return f"{tenant_id}/{comparison_key(address)}".encode()
 
 
 def connection_key(tenant_id: str, connection_id: str) -> bytes:

@@ -141,11 +141,12 @@ async def _scenario(stack: LocalStack, bench: ThrottleBench, *, replicas: int,
                 await producer.send(REQUESTS.name, encode(request), key=f"{tenant}/{connection_id}".encode())
         await producer.flush()
         published_s = time.time()
-        senders = [s for s in stack.services if s.name == "sender-smtp"]
-        cpu_before = cpu_s(pid_of(senders[0]))
+        measured = pid_of(next(s for s in stack.services if s.name == "sender-smtp"))
+        cpu_before = cpu_s(measured)
         sent = await _wait_for_sends(kafka, tenant, requests, bench, kill_one=kill_one,
                                      stack=stack, replicas=replicas)
-        cpu_after = cpu_s(pid_of(senders[0]))
+        # The killed replica is this first one: its CPU time is gone with it.
+        cpu_after = None if kill_one else cpu_s(measured)
     finally:
         await producer.stop()
 
@@ -184,7 +185,7 @@ async def _scenario(stack: LocalStack, bench: ThrottleBench, *, replicas: int,
                                       "max": round(max(light_delays), 3)},
         "wall_s": round(time.time() - published_s, 1),
     }
-    if replicas == 1:
+    if replicas == 1 and cpu_after is not None:
         result["sender_cpu_us_per_message"] = round((cpu_after - cpu_before) / len(requests) * 1e6, 1)
     return result
 

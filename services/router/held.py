@@ -17,6 +17,7 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from sendrail.bus.codec import decode
+from sendrail.bus.dead_letter import stage_dead_letter, unusable_for
 from sendrail.bus.publisher import Publisher
 from sendrail.events import DeliveryEvent, DeliveryStatus, EmailRouted
 from sendrail.registry.store import RegistryStore
@@ -43,28 +44,38 @@ def held_fate(*, healthy: bool, held_since: datetime, now: datetime, expiry: tim
 
 class HeldMailReleaser:
     def __init__(self, registry: RegistryStore, publisher: Publisher,
-                 clock: Callable[[], datetime], *, expiry_s: float, recheck_s: float) -> None:
+                 clock: Callable[[], datetime], *, expiry_s: float, recheck_s: float,
+                 consumer: str = "sendrail-router-held") -> None:
         self._registry = registry
+        self._consumer = consumer
         self._publisher = publisher
         self._clock = clock
         self._expiry = timedelta(seconds=expiry_s)
         self._recheck_s = recheck_s
 
     async def handle_batch(self, batch: list[ConsumerRecord[bytes, bytes]]) -> None:
-        held: list[tuple[EmailRouted, bytes | None]] = []
+        held: list[tuple[EmailRouted, ConsumerRecord[bytes, bytes]]] = []
         for record in batch:
             try:
-                held.append((decode(EmailRouted, record.value or b""), record.key))
-            except ValidationError:
-                log.error("unreadable held message skipped", offset=record.offset)
+                held.append((decode(EmailRouted, record.value or b""), record))
+            except ValidationError as error:
+                self._dead_letter(record, error)
         view = self._registry.view
         if any(not view.is_healthy(r.request.tenant_id, r.connection_id) for r, _ in held):
             # Give a reconnect a moment before deciding, so a broken connection's mail cycles
             # through the topic at most once per recheck interval instead of spinning.
             await asyncio.sleep(self._recheck_s)
             await self._registry.refresh()
-        for routed, key in held:
-            await self._release_or_keep(routed, key)
+        for routed, record in held:
+            try:
+                await self._release_or_keep(routed, record.key)
+            except Exception as error:  # confined to this message, kept with its reason
+                log.exception("held message could not be handled", offset=record.offset)
+                self._dead_letter(record, error)
+
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception) -> None:
+        stage_dead_letter(self._publisher, record, unusable_for(record.value, error),
+                          consumer=self._consumer, now=self._clock())
 
     async def _release_or_keep(self, routed: EmailRouted, key: bytes | None) -> None:
         tenant_id, connection_id = routed.request.tenant_id, routed.connection_id

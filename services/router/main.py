@@ -39,7 +39,8 @@ async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> N
             await consumer.start()
             stack.push_async_callback(consumer.stop)
         router_out, held_out = Publisher(producer), Publisher(producer)
-        router = Router(registry, suppression, router_out, system_clock)
+        router = Router(registry, suppression, router_out, system_clock,
+                        max_request_bytes=settings.router.max_request_bytes, consumer=SERVICE)
         releaser = HeldMailReleaser(registry, held_out, system_clock,
                                     expiry_s=settings.sender.held_expiry_s,
                                     recheck_s=settings.sender.held_recheck_s)

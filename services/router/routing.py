@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -10,77 +9,103 @@ from datetime import datetime
 
 import structlog
 from aiokafka import ConsumerRecord
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from sendrail.bus.codec import decode
+from sendrail.bus.dead_letter import Unusable, stage_dead_letter, unusable_for
 from sendrail.bus.publisher import Publisher
 from sendrail.events import (
     DeliveryEvent,
     DeliveryStatus,
     EmailRequested,
     EmailRouted,
-    RequestDeadLettered,
+    IdempotencyKey,
     send_id_for,
 )
 from sendrail.metrics import requests_routed
 from sendrail.registry.store import RegistryStore
 from sendrail.services.router.rules import Refusal, Route, choose_route
 from sendrail.suppression.store import SuppressionList
-from sendrail.topics import DEAD_LETTER, DELIVERY, HELD, OUTBOUND_BY_CHANNEL, connection_key
+from sendrail.topics import DELIVERY, HELD, OUTBOUND_BY_CHANNEL, connection_key
+from sendrail.validation import Identifier
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[:3]
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'message'}: "
-             f"{e['msg'].removeprefix('Value error, ')}" for e in first]
-    more = error.error_count() - len(first)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
 def _identify(raw: bytes) -> tuple[str | None, uuid.UUID | None]:
-    """The tenant and send id of a malformed request, when its JSON still names them, so
-    the upstream system can match the dead-lettered event to what it published."""
+    """The tenant and send id of a refused request, when its JSON still names them validly,
+    so the upstream system can match the event to what it published. Whatever the JSON
+    holds (a lone surrogate, a huge number, a list) yields None rather than an error."""
     try:
         fields = json.loads(raw)
-    except (ValueError, RecursionError):
+        if not isinstance(fields, dict):
+            return None, None
+        tenant_id = _IDENTIFIER.validate_python(fields.get("tenant_id"))
+        key = _IDEMPOTENCY_KEY.validate_python(fields.get("idempotency_key"))
+    except (ValueError, RecursionError):  # ValidationError and JSONDecodeError are ValueErrors
         return None, None
-    if not isinstance(fields, dict):
-        return None, None
-    tenant_id, key = fields.get("tenant_id"), fields.get("idempotency_key")
-    if not isinstance(tenant_id, str) or not isinstance(key, str):
-        return None, None
-    return tenant_id[:128], send_id_for(tenant_id, key)
+    return tenant_id, send_id_for(tenant_id, key)
+
+
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+_IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+
+
+def body_bytes(request: EmailRequested) -> int:
+    """What the bodies alone take, before any transfer encoding (which only adds): a lower
+    bound of the message's size, known before anything is built."""
+    return sum(len(body.encode("utf-8", "surrogatepass")) for body in (request.text, request.html)
+               if body is not None)
 
 
 class Router:
     def __init__(self, registry: RegistryStore, suppression: SuppressionList, publisher: Publisher,
-                 clock: Clock) -> None:
+                 clock: Clock, *, max_request_bytes: int, consumer: str = "sendrail-router") -> None:
         self._registry = registry
         self._suppression = suppression
         self._publisher = publisher
         self._clock = clock
+        self._max_request_bytes = max_request_bytes
+        self._consumer = consumer
 
     async def handle_batch(self, batch: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Each request is decided without waiting on the bus: its events are staged on the
-        publisher, which the worker sends and confirms once for the whole batch."""
+        publisher, which the worker sends and confirms once for the whole batch. No request
+        can stop the batch: one that cannot be handled is dead-lettered and the next goes on."""
         for record in batch:
-            if not self._handle(record, registry_fresh=False):
-                # The registry may lag a change written a moment ago: catch up once, then decide.
-                await self._registry.refresh()
-                self._handle(record, registry_fresh=True)
+            try:
+                request = self._request(record)
+                if request is not None and not self._decide(request, registry_fresh=False):
+                    # The registry may lag a change written a moment ago: catch up once, then decide.
+                    await self._registry.refresh()
+                    self._decide(request, registry_fresh=True)
+            except Exception as error:  # confined to this record, kept with its reason
+                log.exception("request handling failed", topic=record.topic, offset=record.offset)
+                self._dead_letter(record, unusable_for(record.value, error))
 
-    def _handle(self, record: ConsumerRecord[bytes, bytes], *, registry_fresh: bool) -> bool:
+    def _request(self, record: ConsumerRecord[bytes, bytes]) -> EmailRequested | None:
+        """The request, or None when it was refused (too large, or not a valid request)."""
+        raw = record.value or b""
+        if len(raw) > self._max_request_bytes:
+            tenant_id, send_id = _identify(raw)
+            self._publisher.stage(DELIVERY, DeliveryEvent(
+                status=DeliveryStatus.FAILED, send_id=send_id, tenant_id=tenant_id,
+                reason=f"the request is {len(raw)} bytes; sendrail takes at most "
+                       f"{self._max_request_bytes} (SENDRAIL_ROUTER_MAX_REQUEST_BYTES)",
+                occurred_at=self._clock()), key=_delivery_key(send_id, record))
+            requests_routed.labels("none", "failed").inc()
+            return None
+        try:
+            return decode(EmailRequested, raw)
+        except ValidationError as error:
+            self._dead_letter(record, unusable_for(raw, error), prefix="invalid send request: ")
+            return None
+
+    def _decide(self, request: EmailRequested, *, registry_fresh: bool) -> bool:
         """False when the request would be refused and the registry may not be current yet;
         nothing is published then."""
-        try:
-            request = decode(EmailRequested, record.value or b"")
-        except ValidationError as error:
-            self._dead_letter(record, f"invalid send request: {_describe(error)}")
-            return True
         suppressed = self._suppression.suppressed(request.tenant_id, request.recipients)
         if suppressed:
             self._refuse(request, Refusal(
@@ -93,8 +118,14 @@ class Router:
             if not registry_fresh:
                 return False
             self._refuse(request, decision)
-        else:
-            self._route(request, decision)
+            return True
+        limit = decision.connection.max_message_bytes
+        if limit is not None and (size := body_bytes(request)) > limit:
+            self._refuse(request, Refusal(
+                f"the bodies alone are {size} bytes and connection {decision.connection.connection_id} "
+                f"accepts messages of at most {limit}; nothing was sent"))
+            return True
+        self._route(request, decision)
         return True
 
     def _route(self, request: EmailRequested, route: Route) -> None:
@@ -106,16 +137,18 @@ class Router:
         )
         key = connection_key(request.tenant_id, connection.connection_id)
         if route.held_reason is None:
-            self._publisher.stage(OUTBOUND_BY_CHANNEL[connection.kind], routed, key=key)
+            topic = OUTBOUND_BY_CHANNEL[connection.kind]
             event = DeliveryEvent.for_routed(routed, DeliveryStatus.QUEUED, now)
             outcome = "routed"
         else:
-            self._publisher.stage(HELD, routed, key=key)
+            topic = HELD
             event = DeliveryEvent.for_routed(
                 routed, DeliveryStatus.DEFERRED, now,
                 reason=f"held until the user reconnects {connection.connection_id}: {route.held_reason}",
             )
             outcome = "held"
+        # Both built before either is staged: a failure leaves nothing half published.
+        self._publisher.stage(topic, routed, key=key)
         self._publisher.stage(DELIVERY, event, key=str(routed.send_id).encode())
         requests_routed.labels(connection.kind.value, outcome).inc()
 
@@ -132,19 +165,22 @@ class Router:
         log.info("request refused", send_id=str(request.send_id), tenant=request.tenant_id,
                  reason=refusal.reason)
 
-    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], unusable: Unusable,
+                     *, prefix: str = "") -> None:
+        """The dead-letter entry, and a `dead_lettered` delivery event the upstream system can
+        match to its request when the request still names its tenant and key."""
         now = self._clock()
-        letter = RequestDeadLettered(
-            source_topic=record.topic, partition=record.partition, offset=record.offset,
-            key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
-            value_b64=base64.b64encode(record.value or b"").decode(),
-            reason=reason, occurred_at=now,
-        )
-        self._publisher.stage(DEAD_LETTER, letter, key=record.key)
+        unusable = Unusable(unusable.kind, prefix + unusable.reason)
+        stage_dead_letter(self._publisher, record, unusable, consumer=self._consumer, now=now)
         tenant_id, send_id = _identify(record.value or b"")
         event = DeliveryEvent(status=DeliveryStatus.DEAD_LETTERED, send_id=send_id,
-                              tenant_id=tenant_id, reason=reason, occurred_at=now)
-        self._publisher.stage(DELIVERY, event, key=record.key)
+                              tenant_id=tenant_id, reason=unusable.reason[:2_000], occurred_at=now)
+        self._publisher.stage(DELIVERY, event, key=_delivery_key(send_id, record))
         requests_routed.labels("none", "dead_lettered").inc()
-        log.warning("request dead-lettered", topic=record.topic, partition=record.partition,
-                    offset=record.offset, reason=reason)
+
+
+def _delivery_key(send_id: uuid.UUID | None, record: ConsumerRecord[bytes, bytes]) -> bytes:
+    """Delivery events are keyed by send id; a request without one keeps its position's key."""
+    if send_id is not None:
+        return str(send_id).encode()
+    return f"{record.topic}/{record.partition}/{record.offset}".encode()

@@ -9,18 +9,27 @@ import logging
 import os
 import platform
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sendrail.cli.common import Subcommands
+from sendrail.cli.common import Subcommands, number, output_file
+from sendrail.errors import ConfigurationError
 from sendrail.service import configure_logging
+from sendrail.topics import REQUESTS
 
-BENCHMARKS = ["throttle", "bounces", "router", "smtp", "memory"]
+BENCHMARKS = ["throttle", "bounces", "router", "smtp", "memory", "hostile", "dedup"]
+MAX_MESSAGES = 10_000_000
+"""A hundred times the router's default run: larger runs measure the disk, not sendrail."""
+MAX_SESSIONS = 256
+"""Concurrent SMTP sessions on one machine, for both sides of the benchmark."""
+MAX_BACKLOG = 1_000_000
+"""Ten times the memory benchmark's default backlog."""
 
 
 async def bench(args: argparse.Namespace) -> int:
     configure_logging(json=False, level=logging.WARNING)  # the JSON report is the output
     from sendrail.sandbox.bench.bounces import parse_throughput, watcher_latency
+    from sendrail.sandbox.bench.dedup import DedupBench, run_dedup_bench
+    from sendrail.sandbox.bench.hostile import HostileBench, run_hostile_bench
     from sendrail.sandbox.bench.memory import run_memory_bench
     from sendrail.sandbox.bench.router import RouterBench, run_router_bench
     from sendrail.sandbox.bench.smtp import SmtpBench, run_smtp_bench
@@ -45,6 +54,13 @@ async def bench(args: argparse.Namespace) -> int:
         results.update(await run_smtp_bench(smtp))
     if "memory" in chosen:
         results.update(await run_memory_bench(args.backlog))
+    if "hostile" in chosen:
+        results.update(await run_hostile_bench(HostileBench()))
+    if "dedup" in chosen:
+        dedup = DedupBench()
+        if args.messages is not None:
+            dedup = dataclasses.replace(dedup, messages=args.messages)
+        results.update(await run_dedup_bench(dedup))
     report = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": _cpus(), "python": platform.python_version()},
@@ -53,8 +69,11 @@ async def bench(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        except OSError as error:
+            raise ConfigurationError(f"cannot write the report to {args.out}: {error.strerror}") from None
     return 0
 
 
@@ -65,13 +84,14 @@ def _cpus() -> int:
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser("bench", help="run benchmarks on a local stack of their own")
     parser.add_argument("which", choices=[*BENCHMARKS, "all"], nargs="?", default="all")
-    parser.add_argument("--out", type=Path, help="also write the JSON report here")
-    parser.add_argument("--messages", type=int,
-                        help="messages per run (router: 100,000; smtp: 5,000 by default)")
-    parser.add_argument("--replicas", type=int, default=1,
-                        help="router processes in its consumer group (router)")
-    parser.add_argument("--sessions", type=int, default=16,
+    parser.add_argument("--out", type=output_file, help="also write the JSON report here")
+    parser.add_argument("--messages", type=number(int, 1, MAX_MESSAGES),
+                        help="messages per run (router: 100,000; smtp: 5,000; dedup: 50,000 by default)")
+    # More routers than the requests topic has partitions would have nothing to read.
+    parser.add_argument("--replicas", type=number(int, 1, REQUESTS.partitions), default=1,
+                        help=f"router processes in its consumer group, 1 to {REQUESTS.partitions} (router)")
+    parser.add_argument("--sessions", type=number(int, 1, MAX_SESSIONS), default=16,
                         help="concurrent SMTP sessions, for both sides (smtp)")
-    parser.add_argument("--backlog", type=int, default=100_000,
+    parser.add_argument("--backlog", type=number(int, 1, MAX_BACKLOG), default=100_000,
                         help="requests queued at once (memory)")
     parser.set_defaults(handler=bench)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib
 import logging
 
 from sendrail.bus.clients import ensure_topics, wait_for_broker
-from sendrail.cli.common import Subcommands
+from sendrail.cli.common import Subcommands, number
+from sendrail.errors import ConfigurationError
 from sendrail.service import configure_logging, serve
 from sendrail.settings import Settings
 
@@ -20,11 +22,20 @@ SERVICES = {
     "bounce-watcher": "sendrail.services.bounce_watcher.main",
     "analytics": "sendrail.services.analytics.main",
 }
+MAX_DEMO_DEADLINE_S = 3600.0
+"""The demo's outcomes come within a minute or two; an hour is room for a slow machine."""
+PROXY_TENANT_HEADER = "X-Sendrail-Tenant"
+"""`--trust-proxy` without a header name: where the authenticating proxy names the tenant."""
 
 
 async def service(args: argparse.Namespace) -> int:
     configure_logging(json=True)
     settings = Settings.load()
+    if args.trust_proxy is not None:
+        if args.name != "analytics":
+            raise ConfigurationError("--trust-proxy is for the analytics service")
+        settings = dataclasses.replace(settings, analytics=settings.analytics.model_copy(
+            update={"trust_proxy_header": args.trust_proxy}))
     module = importlib.import_module(SERVICES[args.name])
     await serve(args.name, functools.partial(module.run, settings), settings.http)
     return 0
@@ -55,6 +66,11 @@ async def demo(args: argparse.Namespace) -> int:
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser("service", help="run one service (what a container runs)")
     parser.add_argument("name", choices=sorted(SERVICES))
+    parser.add_argument(
+        "--trust-proxy", nargs="?", const=PROXY_TENANT_HEADER, metavar="HEADER",
+        help="analytics only: run behind an authenticating proxy that names the tenant in HEADER "
+             f"(default {PROXY_TENANT_HEADER}); no bearer tokens are asked for. Only when nothing "
+             "but the proxy can reach the service (SENDRAIL_ANALYTICS_TRUST_PROXY_HEADER)")
     parser.set_defaults(handler=service)
 
     parser = commands.add_parser("topics", help="create sendrail's topics on the cluster if missing")
@@ -66,6 +82,6 @@ def register(commands: Subcommands) -> None:
 
     parser = commands.add_parser(
         "demo", help="a short campaign through every channel, checked end to end")
-    parser.add_argument("--deadline-s", type=float, default=90.0,
-                        help="give up waiting for outcomes after this long")
+    parser.add_argument("--deadline-s", type=number(float, 1.0, MAX_DEMO_DEADLINE_S), default=90.0,
+                        help=f"give up waiting for outcomes after this long (1 to {MAX_DEMO_DEADLINE_S:g} s)")
     parser.set_defaults(handler=demo)

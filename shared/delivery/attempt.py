@@ -78,17 +78,38 @@ class DeliveryAttempts:
     async def attempt(self, routed: EmailRouted, connection: ConnectionConfigured,
                       now: datetime) -> Attempted:
         try:
-            max_bytes = min(self._policy.max_message_bytes,
-                            connection.max_message_bytes or self._policy.max_message_bytes)
-            raw = build_message(routed, date=now, max_bytes=max_bytes)
-            reply = await self._transport(connection).send(
-                routed.request.identity, routed.request.recipients, raw)
+            raw = self._message(routed, connection, now)
+            reply = await self._send(connection, routed, raw)
         except DeliveryError as error:
             result = next(r for kind, r in _RESULTS if isinstance(error, kind))
             return Attempted(result, error=error)
         except ConfigurationError as error:  # stored credentials that cannot be used
             return Attempted(Result.BROKEN, error=ConnectionBroken(str(error)))
         return Attempted(Result.SENT, reply=reply)
+
+    def _message(self, routed: EmailRouted, connection: ConnectionConfigured, now: datetime) -> bytes:
+        """The message's bytes; whatever stops it from being built fails this message alone."""
+        max_bytes = min(self._policy.max_message_bytes,
+                        connection.max_message_bytes or self._policy.max_message_bytes)
+        try:
+            return build_message(routed, date=now, max_bytes=max_bytes)
+        except DeliveryError:
+            raise
+        except Exception as error:
+            raise PermanentError(f"the message could not be built: {type(error).__name__}: "
+                                 f"{error}") from error
+
+    async def _send(self, connection: ConnectionConfigured, routed: EmailRouted, raw: bytes) -> SmtpReply:
+        """The transport converts the errors it knows; anything else is taken as temporary (the
+        connection backs off) rather than allowed to end the turn of every message with it."""
+        try:
+            return await self._transport(connection).send(
+                routed.request.identity, routed.request.recipients, raw)
+        except (DeliveryError, ConfigurationError):
+            raise
+        except Exception as error:
+            raise TransientError(f"unexpected failure while sending: {type(error).__name__}: "
+                                 f"{error}") from error
 
     def _transport(self, connection: ConnectionConfigured) -> SmtpTransport:
         version = (connection.tenant_id, connection.connection_id, connection.connected_at)

@@ -17,6 +17,7 @@ import contextlib
 import heapq
 import itertools
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,13 +27,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import ValidationError
 
+from sendrail.backoff import backoff_s
 from sendrail.bus.codec import decode
+from sendrail.bus.dead_letter import Refused, Unusable, stage_dead_letter, unusable_for
 from sendrail.bus.publisher import Publisher
 from sendrail.bus.refetch import Refetcher
 from sendrail.delivery.attempt import Attempted, DeliveryAttempts, Result
 from sendrail.delivery.connection_queue import ConnectionQueue, Queued
 from sendrail.delivery.policy import ChannelPolicy
 from sendrail.delivery.progress import PartitionProgress
+from sendrail.delivery.repeats import Original, RepeatedSends
 from sendrail.delivery.throttle_state import ConnectionBook, ThrottleStateStore
 from sendrail.delivery.throttling import policy_for
 from sendrail.events import (
@@ -76,14 +80,19 @@ class _Connection:
     """Offsets whose wait was already published, so a backlog is announced once."""
     arrived_in_turn: list[tuple[int, EmailRouted]] = field(default_factory=list)
     """Arrivals while a turn runs: announced at its end if the connection then waits."""
+    failed_turns: int = 0
+    """Turns in a row that failed outside any message's handling."""
+    retry_at_s: float | None = None
+    """When a connection whose turn failed before its book was known may try again."""
 
 
 class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, policy: ChannelPolicy, consumer: AIOKafkaConsumer, refetcher: Refetcher,
                  registry: RegistryStore, states: ThrottleStateStore, attempts: DeliveryAttempts,
                  publisher_factory: Callable[[], Publisher], settings: SenderSettings,
-                 clock: Clock) -> None:
+                 clock: Clock, repeats: RepeatedSends) -> None:
         self._policy = policy
+        self._repeats = repeats
         self._consumer = consumer
         self._refetcher = refetcher
         self._registry = registry
@@ -100,6 +109,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         self._wake = asyncio.Event()
         self._turns: set[asyncio.Task[None]] = set()
         self._arrivals_to_announce: list[tuple[EmailRouted, float, int]] = []
+        self._refusals: list[tuple[ConsumerRecord[bytes, bytes], Unusable]] = []
+        self._repeated: list[tuple[ConsumerRecord[bytes, bytes], EmailRouted, Original]] = []
         self._reading_paused = False
         self._assignment_settled = asyncio.Event()
         """Clear while partitions change hands: no turn starts before the state is caught up."""
@@ -131,6 +142,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 if tp in assigned:  # else revoked while fetching
                     for record in records:
                         self._accept(record)
+            await self._settle_unqueued()
             await self._announce_arrivals()
             self._apply_backpressure()
 
@@ -154,6 +166,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         while not stop.is_set():
             await asyncio.sleep(self._settings.commit_interval_s)
             await self._commit()
+            # Send ids past the deduplication window, a bounded slice at a time.
+            self._repeats.table.expire(self._now_ms(), max_entries=10_000)
 
     def _schedule(self, connection: _Connection, at_s: float) -> None:
         heapq.heappush(self._due, (at_s, next(self._sequence), connection.key))
@@ -176,9 +190,16 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             routed = decode(EmailRouted, record.value or b"")
         except ValidationError as error:
-            log.error("unreadable routed email skipped", offset=record.offset,
-                      errors=error.error_count())
-            progress.finished(record.offset)
+            self._refusals.append((record, unusable_for(record.value, error)))
+            return
+        mismatch = self._mismatch(record, routed)
+        if mismatch is not None:
+            self._refusals.append((record, Unusable(Refused.MISMATCHED, mismatch)))
+            return
+        original = self._repeats.original_of(record.partition, record.offset, routed.send_id,
+                                             self._now_ms())
+        if original is not None:
+            self._repeated.append((record, routed, original))
             return
         connection = self._connection(routed, record.partition)
         connection.queue.push(record.offset, routed)
@@ -191,6 +212,51 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             self._arrivals_to_announce.append((routed, connection.waiting_until_s, len(connection.queue)))
         if len(connection.queue) == 1 and not connection.in_turn:
             self._schedule(connection, self._clock().timestamp())
+
+    def _mismatch(self, record: ConsumerRecord[bytes, bytes], routed: EmailRouted) -> str | None:
+        """Why a routed email cannot be trusted where it was found, or None. A connection's
+        queue re-reads its backlog by offset from one partition and sends it with that
+        connection's credentials, so its mail must be on that partition under its own key."""
+        tenant_id, connection_id = routed.request.tenant_id, routed.connection_id
+        if record.key != connection_key(tenant_id, connection_id):
+            return f"the key does not name the email's connection {tenant_id}/{connection_id}"
+        if routed.channel not in self._policy.kinds:
+            return (f"a {routed.channel} email on {record.topic}, which carries "
+                    f"{', '.join(sorted(self._policy.kinds))} mail")
+        if routed.send_id != routed.request.send_id:
+            return "the send id is not the one the request's tenant and idempotency key give"
+        queued = self._connections.get((tenant_id, connection_id))
+        if queued is not None and queued.queue.partition != record.partition:
+            return (f"connection {tenant_id}/{connection_id} is queued from partition "
+                    f"{queued.queue.partition}, not {record.partition}")
+        return None
+
+    async def _settle_unqueued(self) -> None:
+        """What `_accept` did not queue: refused records are dead-lettered, repeats of finished
+        sends get their `duplicate` event; their offsets count as done once that is stored."""
+        refusals, self._refusals = self._refusals, []
+        repeated, self._repeated = self._repeated, []
+        if not refusals and not repeated:
+            return
+        publisher = self._publisher_factory()
+        now = self._clock()
+        for record, unusable in refusals:
+            stage_dead_letter(publisher, record, unusable, consumer=self._policy.service, now=now)
+        for _, routed, original in repeated:
+            self._emit(publisher, routed, DeliveryStatus.DUPLICATE, None, **self._duplicate_of(original))
+        await publisher.confirm()
+        for record in [*(r for r, _ in refusals), *(r for r, _, _ in repeated)]:
+            self._progress.setdefault(record.partition, PartitionProgress()).finished(record.offset)
+
+    def _duplicate_of(self, original: Original) -> dict[str, object]:
+        """The outcome of a repeated send: the `duplicate` event points at the original."""
+        where = original.describe(self._policy.topic.name)
+        return {"duplicate_of": where,
+                "reason": f"the same tenant and idempotency key as the email at {where}, which was "
+                          f"{original.status}; not sent again"}
+
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
 
     def _connection(self, routed: EmailRouted, partition: int) -> _Connection:
         key = (routed.request.tenant_id, routed.connection_id)
@@ -244,17 +310,25 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 next_s = await self._send_turn(connection, record, publisher)
             # The next turn's mail is read while this turn's outcomes are being stored.
             await asyncio.gather(publisher.confirm(), self._load_head(connection))
+            connection.failed_turns = 0
         except Exception:
             log.exception("turn failed; the connection backs off", connection=connection.key[1])
             with contextlib.suppress(Exception):
                 await publisher.send_staged()  # the outcomes decided before the failure
+            connection.failed_turns += 1
+            now_s = self._clock().timestamp()
             if connection.book is not None:
-                connection.book.throttle.back_off(self._clock().timestamp(), jitter=random.random())
+                connection.book.throttle.back_off(now_s, jitter=random.random())
+            else:  # failed before its book was known (its throttle policy): back off all the same
+                connection.retry_at_s = now_s + backoff_s(
+                    connection.failed_turns, base_s=self._settings.retry_backoff_base_s,
+                    max_s=self._settings.retry_backoff_max_s, jitter=random.random())
         finally:
             connection.in_turn = False
             if len(connection.queue):
                 now_s = self._clock().timestamp()
-                retry_s = connection.book.throttle.retry_at_s if connection.book else None
+                retry_s = (connection.book.throttle.retry_at_s if connection.book
+                           else connection.retry_at_s)
                 due_s = next_s if next_s is not None else max(now_s, retry_s or now_s)
                 connection.waiting_until_s = due_s if due_s > now_s else None
                 if connection.waiting_until_s is not None:
@@ -292,12 +366,22 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         sends: dict[int, int] = {}
         planner = book.planner()
         limit = self._attempts.sessions_per_connection() * self._settings.messages_per_session_turn
+        in_batch: set[uuid.UUID] = set()
         while len(batch) < limit and (head := connection.queue.head()) is not None:
             if head.routed is None:
                 break  # loaded at the start of the next turn
             recipients = len(head.routed.request.recipients)
             if head.offset in book.finished:
                 self._skip_finished(connection, book)
+                continue
+            send_id = head.routed.send_id
+            if send_id in in_batch:
+                break  # a copy of a send in this turn: checked again once that one is finished
+            original = self._repeats.original_of(connection.queue.partition, head.offset, send_id,
+                                                 int(now_s * 1000))
+            if original is not None:
+                self._finish(connection, connection.queue.pop(), publisher, DeliveryStatus.DUPLICATE,
+                             None, **self._duplicate_of(original))
                 continue
             try:
                 due_s = planner.next_attempt_s(recipients, now_s)
@@ -312,6 +396,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                 break
             planner.sent(now_s, recipients)
             batch.append(connection.queue.pop())
+            in_batch.add(send_id)
             sends[head.offset] = recipients
         if not batch:
             await self._save(connection, now, publisher)
@@ -438,6 +523,8 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             connection.book.finish(item.offset)
         connection.announced.discard(item.offset)
         self._progress_for(connection).finished(item.offset)
+        self._repeats.finished(connection.queue.partition, item.offset, item.routed.send_id, status,
+                               self._now_ms(), publisher)
         self._emit(publisher, item.routed, status, attempted, **outcome)
 
     async def _drain(self, connection: _Connection, publisher: Publisher, broken: str | None,
@@ -530,6 +617,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         for partition in partitions:
             self._progress.pop(partition, None)
             self._committed.pop(partition, None)
+        self._repeats.table.revoke(partitions)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # The previous owner's last reservations must be known before this one sends.
@@ -539,4 +627,6 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             if committed is not None:
                 self._committed[tp.partition] = committed
         await self._states.caught_up()
+        # The send ids finished from these partitions, before any of their mail is read.
+        await self._repeats.table.assign({tp.partition for tp in assigned})
         self._assignment_settled.set()

@@ -16,6 +16,7 @@ from sendrail.delivery.attempt import DeliveryAttempts
 from sendrail.delivery.credentials import rotated_token_store
 from sendrail.delivery.dispatcher import Dispatcher
 from sendrail.delivery.policy import ChannelPolicy
+from sendrail.delivery.repeats import RepeatedSends
 from sendrail.delivery.throttle_state import ThrottleStateStore
 from sendrail.mail.oauth import TokenEndpoint
 from sendrail.mail.tls import client_tls_context
@@ -23,6 +24,9 @@ from sendrail.registry.store import RegistryStore
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
 from sendrail.settings import Settings
+from sendrail.store.changelog import KafkaChangelogReader
+from sendrail.store.rocks import RocksTable
+from sendrail.topics import SEND_ID_RETENTION_MS, SEND_IDS_BY_OUTBOUND
 
 
 async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Event,
@@ -44,9 +48,18 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
         attempts = DeliveryAttempts(policy, secrets, TokenEndpoint(settings.oauth, http),
                                     client_tls_context(settings.tls), settings.sender, store_rotated)
         stack.push_async_callback(attempts.close)
+        changelog = SEND_IDS_BY_OUTBOUND[policy.topic.name]
+        finished_sends = RocksTable(
+            changelog_topic=changelog.name, retention_ms=SEND_ID_RETENTION_MS,
+            reader=KafkaChangelogReader(settings.kafka, changelog.name,
+                                        client_id=f"{policy.service}-send-ids"),
+            state_dir=settings.store.state_dir)
+        await finished_sends.start()
+        stack.push_async_callback(finished_sends.stop)
         consumer = make_consumer(settings.kafka, group_id=policy.service, client_id=policy.service)
         dispatcher = Dispatcher(policy, consumer, refetcher, registry, states, attempts,
-                                lambda: Publisher(producer), settings.sender, system_clock)
+                                lambda: Publisher(producer), settings.sender, system_clock,
+                                RepeatedSends(finished_sends))
         registry.on_change(dispatcher.registry_changed)
         consumer.subscribe([policy.topic.name], listener=dispatcher)
         await consumer.start()

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
 
 from sendrail.bus.codec import decode, encode
 from sendrail.bus.publisher import Publisher
@@ -117,13 +116,13 @@ class ThrottleStateStore:
     async def caught_up(self) -> None:
         await self._follower.caught_up()
 
-    def _apply(self, _: bytes | None, value: bytes | None) -> None:
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Raises on a record it cannot use: the follower dead-letters it."""
         if value is None:
             return
-        try:
-            state = decode(ThrottleStateRecorded, value)
-        except ValidationError:
-            return
+        state = decode(ThrottleStateRecorded, value)
+        if key != connection_key(state.tenant_id, state.connection_id):
+            raise ValueError("the key does not name the record's tenant/connection")
         self._stored[(state.tenant_id, state.connection_id)] = state
 
     def book(self, key: ConnectionKey, policy: ThrottlePolicy) -> ConnectionBook:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import structlog
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
 
 from sendrail.bus.codec import decode_registry, encode
 from sendrail.bus.table import TopicFollower
@@ -14,8 +12,6 @@ from sendrail.events import RegistryRecord, registry_key
 from sendrail.registry.view import RegistryView
 from sendrail.settings import KafkaSettings
 from sendrail.topics import REGISTRY
-
-log = structlog.get_logger(__name__)
 
 
 class RegistryStore:
@@ -40,19 +36,18 @@ class RegistryStore:
         await self._follower.caught_up()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Raises on a record it cannot use: the follower dead-letters it."""
         if key is None:
-            log.error("registry record without a key ignored")
-            return
+            raise ValueError("a registry record needs a key (see registry_key)")
+        name = key.decode()
         if value is None:
-            self.view.apply(key.decode(), None)
+            self.view.apply(name, None)
             return
-        try:
-            record = decode_registry(value)
-        except ValidationError as error:
-            log.error("invalid registry record ignored", key=key.decode(errors="replace"),
-                      errors=error.error_count())
-            return
-        self.view.apply(key.decode(), record)
+        record = decode_registry(value)
+        if registry_key(record) != name:
+            raise ValueError(f"key {name!r} does not match the record, whose key is "
+                             f"{registry_key(record)!r}")
+        self.view.apply(name, record)
         for listener in self._listeners:
             listener(record)
 

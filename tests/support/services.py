@@ -39,6 +39,15 @@ class InProcessServices:
         running.stop.set()
         await asyncio.wait_for(running.task, 30)
 
+    def crashed(self) -> list[str]:
+        """The services whose run ended on its own: a record must never do that."""
+        return [name for name, running in self._running.items() if running.task.done()]
+
+    def health(self, name: str) -> dict[str, object]:
+        """What the service's /healthz would answer now."""
+        state = self._running[name].state
+        return {"service": state.name, "ready": state.ready, **state.details()}
+
     async def start_all(self) -> None:
         for name in SERVICES:
             await self.start(name)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from sendrail.bus.dead_letter import describe as _describe
 from sendrail.events import (
     ChannelAssigned,
     ChannelKind,
@@ -27,7 +28,7 @@ from sendrail.events import (
     send_id_for,
 )
 from sendrail.registry.view import RegistryView
-from sendrail.services.router.routing import _describe, _identify
+from sendrail.services.router.routing import _identify
 from sendrail.services.router.rules import Refusal, Route, choose_route
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -396,11 +397,12 @@ def test_identify_names_what_a_malformed_request_still_says(
     assert _identify(raw) == (tenant_id, expected_send_id)
 
 
-def test_identify_bounds_the_tenant_it_repeats() -> None:
-    raw = json.dumps({"tenant_id": "t" * 10_000, "idempotency_key": "k"}).encode()
-    tenant_id, send_id = _identify(raw)
-    assert tenant_id == "t" * 128
-    assert send_id == send_id_for("t" * 10_000, "k")
+@pytest.mark.parametrize("tenant_id", ["t" * 10_000, "\ud800", "acme corp", ""],
+                         ids=["too long", "lone surrogate", "space", "empty"])
+def test_identify_names_no_tenant_that_is_not_a_valid_id(tenant_id: str) -> None:
+    """A lone surrogate once reached the send id's UTF-8 encoding and stopped the router."""
+    raw = json.dumps({"tenant_id": tenant_id, "idempotency_key": "k"}).encode()
+    assert _identify(raw) == (None, None)
 
 
 def _validation_error(**changes: Any) -> ValidationError:

@@ -122,6 +122,21 @@ async def test_an_oversized_request_fails_before_anything_is_built(
     await _still_delivers(producer, events, mail, services, dave)
 
 
+async def test_a_request_with_a_header_twice_in_different_case_is_dead_lettered(
+    producer: AIOKafkaProducer, events: EventLog, mail: MailSandbox, services: InProcessServices,
+    dave: Account,
+) -> None:
+    """Once it passed validation and raised while its message was built, ending the whole turn."""
+    fields = _request(dave).model_dump(mode="json")
+    fields["headers"] = {"orig-date": "Mon, 1 Dec 2026 10:00:00 +0000",
+                         "Orig-Date": "Tue, 2 Dec 2026 10:00:00 +0000"}
+    raw = json.dumps(fields).encode()
+    await producer.send_and_wait(REQUESTS.name, raw, key=b"headers")
+    entry = await _dead_letter_of(events, REQUESTS.name, raw, what="the request with a header twice")
+    assert entry.kind == "invalid" and "orig-date" in entry.reason.lower()
+    await _still_delivers(producer, events, mail, services, dave)
+
+
 async def test_a_request_with_a_field_added_within_its_version_is_delivered(
     producer: AIOKafkaProducer, events: EventLog, mail: MailSandbox, dave: Account,
 ) -> None:

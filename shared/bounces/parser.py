@@ -12,7 +12,12 @@ The parser never raises and bounds its work, so that hostile input cannot make i
   line against every open boundary, so nesting costs lines x depth);
 - Content-Type fields are cut to MAX_CONTENT_TYPE_BYTES (the stdlib's parameter parsing is
   quadratic in their length);
-- the MIME walk stops at MAX_MIME_DEPTH and MAX_PARTS, text at MAX_TEXT_CHARS.
+- the MIME walk stops at MAX_MIME_DEPTH and MAX_PARTS, text at MAX_TEXT_CHARS;
+- a header value whose encoded words leave more than MAX_UNCLOSED_ENCODED_WORDS open stays
+  encoded (the stdlib's RFC 2047 decoder reads the rest of the line again for each); text
+  declared in punycode, which no mail charset is, reads as UTF-8 (its decoder is quadratic);
+- every pattern and loop here reads its text in time linear in its length: quantifiers are
+  bounded or possessive, lines are read one at a time, each segment of a text once.
 
 It uses email.policy.compat32: its header access never raises on malformed values
 (email.policy.default parses structured headers when they are read, and raises on some broken
@@ -67,6 +72,7 @@ MAX_RECIPIENTS: Final = 100
 MAX_DIAGNOSTIC_CHARS: Final = 500
 MAX_SEGMENT_CHARS: Final = 4000
 MAX_REFERENCES: Final = 50
+MAX_UNCLOSED_ENCODED_WORDS: Final = 16
 
 # RFC 3464 section 2 (message/delivery-status), RFC 6533 section 6 (its UTF-8 form).
 _DELIVERY_STATUS_TYPES: Final = frozenset({"message/delivery-status", "message/global-delivery-status"})
@@ -104,6 +110,10 @@ _SYSTEM_LOCAL_PARTS: Final = frozenset(
     }
 )
 
+# Every pattern here costs time linear in the text it reads (hostile mail must not make the
+# parser slow): quantifiers are bounded, or possessive (`*+`) where a run could be split between
+# two quantifiers or given back before an alternative fails, which would cost its length squared.
+# A local part is at most 64 characters, a domain label 63 (RFC 5321 section 4.5.3.1).
 _ADDRESS_PATTERN: Final = (
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
 )
@@ -111,13 +121,14 @@ _ADDRESS_RE: Final = re.compile(_ADDRESS_PATTERN)
 _LOOSE_ADDRESS_RE: Final = re.compile(r"[^\s@<>\"(),;:\[\]]{1,64}@[^\s@<>\"(),;:\[\]]{1,255}")
 # An address that opens a line, alone or followed by what bounce formats put after it:
 # "  user@x" (Exim, Gmail), "<user@x>: host ... said" (Postfix, qmail), "<user@x>... User unknown"
-# (Sendmail), "'user@x' on <date>" (older Exchange).
+# (Sendmail), "'user@x' on <date>" (older Exchange); "on" and "-" need a blank before them.
 _LINE_ADDRESS_RE: Final = re.compile(
-    rf"^[ \t>]*[<\"'(\[]?[ \t]*({_ADDRESS_PATTERN})[ \t]*[>\"')\]]?"
-    r"(?=[ \t]*$|[ \t]*[:;,(\[<]|\.\.\.|[ \t]+on[ \t]|[ \t]+-)"
+    rf"^[ \t>]*+[<\"'(\[]?[ \t]*+({_ADDRESS_PATTERN})[ \t]*+"
+    r"(?:[>\"')\]](?=[ \t]*+(?:$|[:;,(\[<])|\.\.\.|[ \t]++(?:on[ \t]|-))"
+    r"|(?=$|[:;,(\[<]|\.\.\.)|(?<=[ \t])(?=on[ \t]|-))"
 )
 _EXPANDED_FROM_RE: Final = re.compile(
-    rf"\((?:expanded|generated) from:?[ \t]*<?[ \t]*({_ADDRESS_PATTERN})", re.I
+    rf"\((?:expanded|generated) from:?[ \t]*+<?[ \t]*+({_ADDRESS_PATTERN})", re.I
 )
 # An address a line labels as the recipient: Oracle Communications Messaging Server's
 # "Recipient address:" / "Original address:", and the labels other systems and languages use.
@@ -126,7 +137,7 @@ _LABELLED_ADDRESS_RE: Final = re.compile(
     r"(?:e-?mail[ \t]+)?address)|(?:(?:original|final|failed|invalid|unknown|bad|intended|rejected)[ \t-]*)?"
     r"(?:recipient|rcpt|addressee|destinataire|empf[äa]nger|destinatario|destinat[áa]rio|ontvanger"
     r"|получатель|адрес получателя|宛先)(?:'s)?(?:[ \t]+(?:address|adresse|e-?mail))?)"
-    r"[ \t]*(?:\(s\))?[ \t]*[:=][ \t]*[<\"']?[ \t]*"
+    r"[ \t]*+(?:\(s\))?[ \t]*+[:=][ \t]*+[<\"']?[ \t]*+"
     rf"({_ADDRESS_PATTERN})",
     re.I,
 )
@@ -141,7 +152,8 @@ _FOLLOWING_HEADING_RE: Final = re.compile(
 )
 _BARE_LOCAL_PART_RE: Final = re.compile(r"^[ \t]+([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})[ \t]*$")
 _FROM_BEFORE_RE: Final = re.compile(r"\bfrom\W{0,3}$", re.I)
-_RCPT_TO_RE: Final = re.compile(rf"rcpt to:?[ \t]*<?[ \t]*({_ADDRESS_PATTERN})", re.I)
+_FROM_BEFORE_CHARS: Final = 7  # the longest text _FROM_BEFORE_RE matches: "from" and 3 more
+_RCPT_TO_RE: Final = re.compile(rf"rcpt to:?[ \t]*+<?[ \t]*+({_ADDRESS_PATTERN})", re.I)
 _FAILURE_LINE_RE: Final = re.compile(
     r"fail|undeliver|not (?:be )?delivered|could ?n[o']?t|unable|invalid|unknown|reject|refused"
     r"|error|denied|not found|does ?n[o']?t exist|no such|recipient|addressee|addressed",
@@ -189,7 +201,10 @@ _SEND_ID_RE: Final = re.compile(
 _QUOTED_MESSAGE_ID_RE: Final = re.compile(
     r"^[ \t>]*message-id[ \t]*:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]{1,990}>)", re.I | re.M
 )
-_QUOTED_SUBJECT_RE: Final = re.compile(r"^[ \t>]*subject[ \t]*:[ \t]*([^\r\n]{1,998})", re.I | re.M)
+# The subject from its first non-blank character; a blank one reads as its last blank.
+_QUOTED_SUBJECT_RE: Final = re.compile(
+    r"^[ \t>]*subject[ \t]*:(?:[ \t](?=[^\r\n]))*+([^\r\n]{1,998})", re.I | re.M
+)
 
 # Headers that only mail systems set on their notices: Exim's X-Failed-Recipients (also used
 # by Gmail), Exchange's and Office 365's NDR marker.
@@ -221,16 +236,23 @@ _POWERMTA_CATEGORIES: Final[dict[str, Reason]] = {
     "invalid-sender": Reason.REJECTED,
     "bad-configuration": Reason.SYSTEMERROR,
 }
-_BOUNDARY_DECLARATION_RE: Final = re.compile(rb"boundary\s*(?:\*\d*\*?)?\s*=", re.I)
+_BOUNDARY_DECLARATION_RE: Final = re.compile(rb"boundary\s*+(?:\*\d*\*?)?\s*+=", re.I)
 _CONTENT_TYPE_DECLARATION_RE: Final = re.compile(rb"content-type", re.I)
 _CONTENT_TYPE_FIELD_RE: Final = re.compile(
     rb"^content-type[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*", re.I | re.M
 )
-_HTML_TAG_RE: Final = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)?[^<>]*>")
+_HTML_TAG_RE: Final = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*+)?[^<>]*+>")
 _HTML_BLOCK_TAGS: Final = frozenset({"br", "p", "div", "tr", "li", "table", "h1", "h2", "h3", "pre"})
 _HTML_SKIPPED_TAGS: Final = frozenset({"script", "style", "head", "title"})
 _PARAGRAPH_BREAK_RE: Final = re.compile(r"\r?\n[ \t]*\r?\n")
+# The start of an SMTP reply's first line, "550-5.1.1 " or "550 " (RFC 5321 section 4.2.1).
+_REPLY_OPENING_RE: Final = re.compile(r"([245]\d\d)[ -]((?:[245]\.\d{1,3}\.\d{1,3} )?)")
 _CONTROL_CHARS_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# The opening of an RFC 2047 encoded word, "=?charset?Q?" or "=?charset?B?" (section 2).
+_ENCODED_WORD_OPENING_RE: Final = re.compile(r"=\?[^?]*+\?[BbQq]\?")
+# Text codecs that are no mail charset and whose decoders are quadratic: Python's punycode
+# decoder inserts each character into the string decoded so far.
+_UNREAD_CHARSETS: Final = frozenset({"punycode"})
 
 
 Block = list[tuple[str, str]]
@@ -256,6 +278,25 @@ class _Texts:
 
     human: str
     quoted: str
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What a text says about a failure, read once however many recipients it is about."""
+
+    has_code: bool  # an RFC 3463 status or an SMTP reply code
+    status: str | None  # the first status
+    reply_code: str | None  # the first reply code
+    paragraphs: tuple[str, ...]  # where the server's words are, compacted
+
+    def diagnostic(self, address: str) -> str | None:
+        """The server's words: the first paragraph that says more than the address."""
+        leading_address = re.compile(rf"^[\s<>\"']*{re.escape(address)}[>\"']*[\s:;,.]*", re.I)
+        for paragraph in self.paragraphs:
+            words = _compact(leading_address.sub("", paragraph))
+            if words:
+                return words
+        return None
 
 
 @dataclass(frozen=True)
@@ -423,7 +464,8 @@ def _decoded_text(part: Message) -> str:
     payload = payload[: MAX_TEXT_CHARS * 4]
     charset = part.get_content_charset() or "utf-8"
     try:
-        codecs.lookup(charset)
+        if codecs.lookup(charset).name in _UNREAD_CHARSETS:
+            charset = "utf-8"
         text = payload.decode(charset, errors="replace")
     except (LookupError, UnicodeError, TypeError, ValueError):
         text = payload.decode("utf-8", errors="replace")
@@ -498,23 +540,34 @@ def _base64_text(text: str) -> str:
 def _parse_blocks(text: str) -> list[Block]:
     """Split "Name: value" text into blank-line separated blocks (RFC 3464 section 2.1)."""
     blocks: list[Block] = []
-    current: Block = []
+    # Each value is kept in pieces and joined once its block ends: joining a folded line onto
+    # the value each time would copy the value once per line.
+    current: list[tuple[str, list[str]]] = []
+    value_chars = 0  # the last field's value so far, joined
     for line in text.splitlines()[:MAX_TEXT_LINES]:
         if not line.strip():
             if current:
-                blocks.append(current)
+                blocks.append(_joined_fields(current))
                 current = []
         elif line[0] in " \t" and current:
-            name, value = current[-1]
-            current[-1] = (name, f"{value} {line.strip()}"[:MAX_HEADER_CHARS])
+            if value_chars < MAX_HEADER_CHARS:  # a full value takes no more
+                piece = line.strip()
+                current[-1][1].append(piece)
+                value_chars += 1 + len(piece)
         else:
             name, separator, value = line.partition(":")
             name = name.strip().lower()
             if separator and name and " " not in name:
-                current.append((name, value.strip()[:MAX_HEADER_CHARS]))
+                piece = value.strip()[:MAX_HEADER_CHARS]
+                current.append((name, [piece]))
+                value_chars = len(piece)
     if current:
-        blocks.append(current)
+        blocks.append(_joined_fields(current))
     return blocks
+
+
+def _joined_fields(fields: list[tuple[str, list[str]]]) -> Block:
+    return [(name, " ".join(pieces)[:MAX_HEADER_CHARS]) for name, pieces in fields]
 
 
 def _first_field(block: Block, name: str) -> str | None:
@@ -527,12 +580,33 @@ def _first_field(block: Block, name: str) -> str | None:
 def _text(value: object) -> str:
     """A header value as text: compat32 hands back Header objects for raw 8-bit values."""
     text = str(value)[:MAX_HEADER_CHARS]
-    if "=?" not in text:
+    if "=?" not in text or _unclosed_encoded_words(text) > MAX_UNCLOSED_ENCODED_WORDS:
         return text
     try:  # RFC 2047 encoded words
-        return str(make_header(decode_header(text)))[:MAX_HEADER_CHARS]
+        words = decode_header(text)
+        if any(charset and _codec_name(charset) in _UNREAD_CHARSETS for _, charset in words):
+            return text
+        return str(make_header(words))[:MAX_HEADER_CHARS]
     except (MessageError, LookupError, UnicodeError, ValueError):  # unknown or malformed charset
         return text
+
+
+def _codec_name(charset: str) -> str | None:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None
+
+
+def _unclosed_encoded_words(text: str) -> int:
+    """Encoded words opened on a line that no "?=" after them closes: the stdlib's decoder
+    reads the rest of the line for each, and real ones are closed (RFC 2047 section 2)."""
+    unclosed = 0
+    for line in text.splitlines():
+        last_close = line.rfind("?=")
+        openings = _ENCODED_WORD_OPENING_RE.finditer(line)
+        unclosed += sum(1 for opening in openings if opening.end() > last_close)
+    return unclosed
 
 
 def _header(message: Message, name: str) -> str:
@@ -761,7 +835,7 @@ def _action_from_status(status: str | None, diagnostic: str | None) -> str:
 
 
 def _dsn_failure(entry: _DsnRecipient, segments: dict[str, str], kind: NoticeKind) -> FailedRecipient:
-    diagnostic = entry.diagnostic or _diagnostic(segments.get(entry.address, ""), entry.address)
+    diagnostic = entry.diagnostic or _read_reply(segments.get(entry.address, "")).diagnostic(entry.address)
     status = entry.status or _first_status(diagnostic or "")
     failed = _failed(entry.address, status, _reply_code(diagnostic or ""), diagnostic, entry.remote_mta, kind)
     if entry.category is None:
@@ -795,19 +869,22 @@ def _failed(
 def _rejections(content: _Content, texts: _Texts) -> list[FailedRecipient]:
     """Sieve "reject" answers with an MDN whose disposition is automatic and "deleted"
     (RFC 5429 section 2.2.1, RFC 8098 section 3.2.6): a refusal by the recipient's system."""
+    if not content.disposition_reports:
+        return []
     recipients: dict[str, FailedRecipient] = {}
+    diagnostic = _compact(texts.human) or None
     for blocks in content.disposition_reports:
         for block in blocks:
+            if len(recipients) >= MAX_RECIPIENTS:
+                return list(recipients.values())
             disposition = (_first_field(block, "disposition") or "").lower()
             address = _typed_address(_first_field(block, "original-recipient")) or _typed_address(
                 _first_field(block, "final-recipient")
             )
-            if address and "automatic-action" in disposition and "deleted" in disposition:
-                diagnostic = _compact(texts.human) or None
-                recipients.setdefault(
-                    address, _failed(address, None, None, diagnostic, None, NoticeKind.BOUNCE)
-                )
-    return list(recipients.values())[:MAX_RECIPIENTS]
+            deleted = "automatic-action" in disposition and "deleted" in disposition
+            if address and deleted and address not in recipients:
+                recipients[address] = _failed(address, None, None, diagnostic, None, NoticeKind.BOUNCE)
+    return list(recipients.values())
 
 
 # --- feedback reports --------------------------------------------------------------------------
@@ -901,29 +978,27 @@ def _text_recipients(
         addresses = _bare_recipients(texts.human, message)
     addresses = addresses[:MAX_RECIPIENTS]
     segments = _segments(texts.human, addresses)
+    whole_text: _Reply | None = None  # read once, and only if needed
     recipients = []
     for address in addresses:
-        segment = segments.get(address, "")
-        diagnostic = _diagnostic(segment, address)
-        if _first_code(segment) is None and not _reason_words(diagnostic):
+        reply = _read_reply(segments.get(address, ""))
+        diagnostic = reply.diagnostic(address)
+        if not reply.has_code and not _reason_words(diagnostic):
             # Nothing said next to the address: the text's SMTP reply is about it (the only
             # recipient, or recipients that share one reply, as an alias and its expansion do);
             # without any reply, the only recipient's reason is worded somewhere in the text.
-            if _first_code(texts.human):
-                segment = texts.human
-                diagnostic = _diagnostic(segment, address)
+            whole_text = whole_text or _read_reply(texts.human)
+            if whole_text.has_code:
+                reply = whole_text
+                diagnostic = reply.diagnostic(address)
             elif len(addresses) == 1:
                 diagnostic = _compact(texts.human) or diagnostic
         if kind is NoticeKind.DELIVERED:
             recipients.append(
-                FailedRecipient(
-                    address, _first_status(segment), None, diagnostic, Reason.DELIVERED.value, False
-                )
+                FailedRecipient(address, reply.status, None, diagnostic, Reason.DELIVERED.value, False)
             )
             continue
-        recipients.append(
-            _failed(address, _first_status(segment), _reply_code(segment), diagnostic, None, kind)
-        )
+        recipients.append(_failed(address, reply.status, reply.reply_code, diagnostic, None, kind))
     return recipients
 
 
@@ -989,7 +1064,7 @@ def _text_candidates(text: str, notice_people: set[str], original_people: set[st
             address
             for match in _ADDRESS_RE.finditer(line)
             # "not accepting mail from x@y": the sender, not a recipient
-            if not _FROM_BEFORE_RE.search(line, 0, match.start())
+            if not _FROM_BEFORE_RE.search(line, max(match.start() - _FROM_BEFORE_CHARS, 0), match.start())
             and (address := _normal_address(match.group())) is not None
             and _is_foreign(address, notice_people)
         ]
@@ -1044,24 +1119,26 @@ def _segments(text: str, addresses: list[str]) -> dict[str, str]:
         if len(mentions) >= MAX_RECIPIENTS * 4:
             break
     segments: dict[str, str] = {}
+    coded: dict[str, bool] = {}  # whether an address's segment holds a code
     previous_end = 0
     for index, (position, address) in enumerate(mentions):
-        start = max(text.rfind("\n", 0, position) + 1, previous_end)
+        # A segment starts where its line does, or where the one before ended: the line's start
+        # is looked for only back to there, so that the text is read once.
+        start = max(text.rfind("\n", previous_end, position) + 1, previous_end)
         end = mentions[index + 1][0] if index + 1 < len(mentions) else len(text)
         end = min(end, start + MAX_SEGMENT_CHARS)
         segment = text[start:end]
-        if address not in segments or (_first_code(segments[address]) is None and _first_code(segment)):
-            segments[address] = segment
+        if address not in segments:
+            segments[address], coded[address] = segment, _has_code(segment)
+        elif not coded[address] and _has_code(segment):
+            segments[address], coded[address] = segment, True
         previous_end = max(end, position + len(address))
     return segments
 
 
-def _first_code(text: str) -> re.Match[str] | None:
-    """The earliest status or reply code in a text."""
-    matches = [
-        match for match in (_STATUS_RE.search(text), *(p.search(text) for p in _REPLY_CODE_RES)) if match
-    ]
-    return min(matches, key=lambda match: match.start()) if matches else None
+def _has_code(text: str) -> bool:
+    """Whether a text holds a status or reply code."""
+    return _STATUS_RE.search(text) is not None or any(p.search(text) for p in _REPLY_CODE_RES)
 
 
 def _first_status(text: str) -> str | None:
@@ -1074,21 +1151,24 @@ def _reply_code(text: str) -> str | None:
     return min(matches, key=lambda match: match.start()).group(1) if matches else None
 
 
-def _diagnostic(segment: str, address: str) -> str | None:
-    """The server's words in a recipient's segment: the paragraph from the line that holds the
-    first SMTP code, else the first paragraph that says more than the address."""
-    code = _first_code(segment)
+def _read_reply(text: str) -> _Reply:
+    """The first codes in a recipient's segment (or the whole text), and where the server's words
+    are: the paragraph from the line that holds the first code, else the first two paragraphs."""
+    status = _STATUS_RE.search(text)
+    replies = [match for match in (pattern.search(text) for pattern in _REPLY_CODE_RES) if match]
+    reply = min(replies, key=lambda match: match.start()) if replies else None
+    code = min((m for m in (status, reply) if m is not None), key=lambda match: match.start(), default=None)
     paragraphs = (
-        [_paragraph_at(segment, segment.rfind("\n", 0, code.start()) + 1)]
+        [_paragraph_at(text, text.rfind("\n", 0, code.start()) + 1)]
         if code is not None
-        else _PARAGRAPH_BREAK_RE.split(segment)[:2]
+        else _PARAGRAPH_BREAK_RE.split(text, maxsplit=2)[:2]
     )
-    leading_address = re.compile(rf"^[\s<>\"']*{re.escape(address)}[>\"']*[\s:;,.]*", re.I)
-    for paragraph in paragraphs:
-        words = _compact(leading_address.sub("", _compact(paragraph)))
-        if words:
-            return words
-    return None
+    return _Reply(
+        has_code=code is not None,
+        status=status.group() if status else None,
+        reply_code=reply.group(1) if reply else None,
+        paragraphs=tuple(_compact(paragraph) for paragraph in paragraphs),
+    )
 
 
 def _paragraph_at(text: str, start: int) -> str:
@@ -1101,7 +1181,7 @@ def _compact(text: str) -> str:
     words = _CONTROL_CHARS_RE.sub(" ", text[: MAX_DIAGNOSTIC_CHARS * 8]).split()
     joined = " ".join(words)
     # RFC 5321 section 4.2.1: "550-5.1.1 first line ... 550 5.1.1 last line" is one reply.
-    first = re.match(r"([245]\d\d)[ -]((?:[245]\.\d{1,3}\.\d{1,3} )?)", joined)
+    first = _REPLY_OPENING_RE.match(joined)
     if first:
         continuation = re.compile(rf" {first.group(1)}[ -]{re.escape(first.group(2))}")
         joined = f"{first.group(1)} {first.group(2)}" + continuation.sub(" ", joined[first.end() :])

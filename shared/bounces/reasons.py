@@ -585,7 +585,11 @@ TEXT_RULES: Final[tuple[tuple[Reason, re.Pattern[str]], ...]] = (
 )
 _STATUS_RE: Final = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 _REPLY_CODE_RE: Final = re.compile(r"^([245])\d\d$")
-_ADDRESS_RE: Final = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
+# A word that may be an address: a run of characters that are neither blanks nor address
+# delimiters, from its start and past its first "@". Matching from the start of a run only, with
+# possessive runs, reads each character once; an unanchored `x+@y+` would rescan a long word
+# from every position in it.
+_ADDRESS_WORD_RE: Final = re.compile(r"(?<![^\s<>\"'(),;:\[\]])[^\s<>\"'(),;:\[\]@]*+@[^\s<>\"'(),;:\[\]]*+")
 _MAX_DIAGNOSTIC_SCAN_CHARS: Final = 4000
 
 
@@ -638,7 +642,12 @@ def classify(status: str | None, reply_code: str | None, diagnostic: str | None)
 def _normalised_text(diagnostic: str | None) -> str:
     """Lowercased, bounded, with addresses masked so that "spam@example.com" reads as no word."""
     text = (diagnostic or "")[:_MAX_DIAGNOSTIC_SCAN_CHARS].lower()
-    return " ".join(_ADDRESS_RE.sub("<address>", text).split())
+    return " ".join(_ADDRESS_WORD_RE.sub(_masked, text).split())
+
+
+def _masked(word: re.Match[str]) -> str:
+    """An address is a word with an "@" that has something on both sides of it."""
+    return "<address>" if "@" in word.group()[1:-1] else word.group()
 
 
 def _lookup(table: Mapping[str, Reason], code: str) -> Reason | None:

@@ -1,7 +1,6 @@
 """Bounce parser: real-world notice formats in, Notices out; hostile input never raises."""
 
 import base64
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1026,12 +1025,6 @@ def test_truncated_mime_still_reads_the_report() -> None:
     assert only_recipient(notice).address == "nobody@example.com"
 
 
-def elapsed_s(raw: bytes) -> tuple[Notice, float]:
-    started = time.perf_counter()
-    notice = parse_notice(raw)
-    return notice, time.perf_counter() - started
-
-
 @pytest.mark.parametrize(
     "raw",
     [
@@ -1076,12 +1069,12 @@ def elapsed_s(raw: bytes) -> tuple[Notice, float]:
         ),
     ],
 )
-def test_hostile_input_is_read_quickly(raw: bytes) -> None:
-    notice, seconds = elapsed_s(raw)
+@pytest.mark.timeout(60)  # a guard, not a figure: the cost per KiB is `sendrail bench bounces`'
+def test_hostile_input_is_read_whole(raw: bytes) -> None:
+    notice = parse_notice(raw)
 
     assert_well_formed(notice)
     assert not (notice.problem or "").startswith("parser failed")
-    assert seconds < 3.0
 
 
 def test_input_beyond_the_limit_is_cut_not_refused() -> None:

@@ -119,3 +119,19 @@ async def test_a_notice_naming_an_unusable_address_does_not_restart_the_watcher(
     await wait_until(lambda: suppression_key(tenant, f"after@{mail.info.bounce_domain}")
                      in suppressed_keys(events, tenant), timeout_s=20, what="the good bounce's suppression")
     assert suppressed_keys(events, tenant) == {suppression_key(tenant, f"after@{mail.info.bounce_domain}")}
+
+
+async def test_a_notice_built_to_be_slow_to_parse_starves_no_other_mailbox(
+    tenant: str, accounts: Accounts, send, events: EventLog, mail: MailSandbox,
+) -> None:
+    """One line of spaces before `a@` once took minutes to parse on the watcher's only loop."""
+    victim = await watched_user(accounts, events, tenant, "vic")
+    other = await watched_user(accounts, events, tenant, "oli")
+    forged = gmail_plain_notice(victim.address, "x@customer.example").replace(
+        b"     x@customer.example", b" " * 120_000 + b"a@ x@customer.example")
+    mail.deliver(victim.address, forged)
+    real = await send(tenant, "oli", other.address, to=f"gone@{mail.info.bounce_domain}")
+    await events.wait_for(events.bounces, lambda b: b.send_id == real.send_id, timeout_s=30,
+                          what="the other mailbox's bounce, while the forged notice is read")
+    await events.wait_for(events.checkpoints, lambda c: c.connection_id == victim.connection_id
+                          and c.last_uid >= 1, timeout_s=30, what="the forged notice read and passed")

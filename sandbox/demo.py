@@ -238,6 +238,18 @@ async def _collect(consumer: AIOKafkaConsumer, outcomes: dict[uuid.UUID, Outcome
                         return
 
 
+async def _duplicate_event(consumer: AIOKafkaConsumer, send_id: uuid.UUID,
+                           deadline_s: float) -> DeliveryEvent | None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(deadline_s):
+            async for record in consumer:
+                if record.topic == DELIVERY.name:
+                    event = decode(DeliveryEvent, record.value or b"")
+                    if event.send_id == send_id and event.status is DeliveryStatus.DUPLICATE:
+                        return event
+    return None
+
+
 def _verdict(outcome: Outcome, campaign: str, template: str) -> str | None:
     """What is wrong with an outcome, or None."""
     expected, final = outcome.expected, outcome.final
@@ -291,6 +303,11 @@ async def run_demo(*, deadline_s: float) -> int:
             await _wait_for_suppression(kafka, "acme", retry.to[0], deadline_s)
             await producer.send_and_wait(REQUESTS.name, encode(retry), key=b"acme/alice")
             await _collect(consumer, outcomes, deadline_s)
+            # An upstream retry of a request already sent: the same send, not sent again.
+            repeated = planned[0][0]
+            await producer.send_and_wait(REQUESTS.name, encode(repeated),
+                                         key=f"{repeated.tenant_id}/{repeated.user_id}".encode())
+            duplicate = await _duplicate_event(consumer, repeated.send_id, deadline_s)
         finally:
             await producer.stop()
             await consumer.stop()
@@ -299,6 +316,11 @@ async def run_demo(*, deadline_s: float) -> int:
         problems = {sid: v for sid, o in outcomes.items()
                     if (v := _verdict(o, campaign, templates.get(sid) or "")) is not None}
         _print_summary(outcomes, problems, campaign)
+        if duplicate is None:
+            print("\nthe retried request got no `duplicate` event")
+            problems[repeated.send_id] = "no duplicate event for the retried request"
+        else:
+            print(f"\nretried request published again: {duplicate.status.value}, {duplicate.reason}")
         disagreement = await _analytics_disagreement(analytics_url, analytics_token, campaign, outcomes,
                                                      deadline_s)
         page = f"{analytics_url}/?tenant=acme&campaign={campaign}"

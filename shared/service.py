@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sendrail.backoff import backoff_s
+from sendrail.errors import ConfigurationError
 from sendrail.metrics import REGISTRY
 from sendrail.settings import HttpSettings
 
@@ -104,6 +105,8 @@ async def serve(name: str, main: ServiceMain, http: HttpSettings, *, restart_bas
             try:
                 await main(stop, state)
                 return
+            except ConfigurationError:
+                raise  # settings or stored data a person must fix: starting again would not
             except Exception as error:
                 # A run that went well for a while starts the backoff over.
                 failures = 1 if loop.time() - started_s > restart_max_s else failures + 1

@@ -14,6 +14,7 @@ from enum import Enum
 
 import structlog
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from sendrail.bus.codec import decode
@@ -69,6 +70,8 @@ class HeldMailReleaser:
         for routed, record in held:
             try:
                 await self._release_or_keep(routed, record.key)
+            except (TimeoutError, KafkaError):
+                raise  # the bus, not the message: the router starts again from its offsets
             except Exception as error:  # confined to this message, kept with its reason
                 log.exception("held message could not be handled", offset=record.offset)
                 self._dead_letter(record, error)

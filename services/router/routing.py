@@ -9,6 +9,7 @@ from datetime import datetime
 
 import structlog
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from pydantic import TypeAdapter, ValidationError
 
 from sendrail.bus.codec import decode
@@ -81,6 +82,8 @@ class Router:
                     # The registry may lag a change written a moment ago: catch up once, then decide.
                     await self._registry.refresh()
                     self._decide(request, registry_fresh=True)
+            except (TimeoutError, KafkaError):
+                raise  # the bus, not the request: the router starts again from its offsets
             except Exception as error:  # confined to this record, kept with its reason
                 log.exception("request handling failed", topic=record.topic, offset=record.offset)
                 self._dead_letter(record, unusable_for(record.value, error))

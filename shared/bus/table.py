@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from sendrail.backoff import backoff_s
 from sendrail.bus.clients import make_consumer, make_producer
 from sendrail.bus.codec import encode
 from sendrail.bus.dead_letter import count, dead_letter_entry, dead_letter_key, unusable_for
@@ -48,14 +50,20 @@ class TopicFollower:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._consumer.start()
-        partitions = await self._partitions()
-        self._consumer.assign(partitions)
-        for tp in partitions:
-            self._dead_lettered_to[tp] = await self._consumer.committed(tp) or 0
-        await self._consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._follow(), name=f"follow {self._topic}")
-        await self.caught_up()
+        """Returns once the topic is read to its end, however long that takes (a large topic
+        read from its beginning); what it started is stopped again if it fails."""
+        try:
+            await self._consumer.start()
+            partitions = await self._partitions()
+            self._consumer.assign(partitions)
+            for tp in partitions:
+                self._dead_lettered_to[tp] = await self._consumer.committed(tp) or 0
+            await self._consumer.seek_to_beginning(*partitions)
+            self._task = asyncio.create_task(self._follow(), name=f"follow {self._topic}")
+            await self.caught_up(timeout_s=None)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def _partitions(self, timeout_s: float = 30.0) -> list[TopicPartition]:
         """The topic's partitions, once the cluster's metadata knows them (a topic created a
@@ -77,8 +85,9 @@ class TopicFollower:
         if self._producer is not None:
             await self._producer.stop()
 
-    async def caught_up(self, timeout_s: float = 30.0) -> None:
-        """Wait until every record written before this call has been applied (read-your-writes)."""
+    async def caught_up(self, timeout_s: float | None = 30.0) -> None:
+        """Wait until every record written before this call has been applied (read-your-writes).
+        Raises TimeoutError after `timeout_s` (None: no limit)."""
         async with asyncio.timeout(timeout_s):
             partitions = list(self._consumer.assignment())
             end_offsets = await self._consumer.end_offsets(partitions)
@@ -88,6 +97,22 @@ class TopicFollower:
                         await self._progress.wait()
 
     async def _follow(self) -> None:
+        """Never ends on its own: a failure (the broker gone, a dead-letter entry not stored)
+        is retried with backoff, from the record it stopped at."""
+        failures = 0
+        while True:
+            try:
+                await self._follow_batches()
+            except Exception:
+                failures += 1
+                wait_s = backoff_s(failures, base_s=0.5, max_s=30.0, jitter=random.random())
+                log.exception("following a topic failed; trying again", topic=self._topic,
+                              wait_s=round(wait_s, 1))
+                await asyncio.sleep(wait_s)
+                for tp in self._consumer.assignment():  # the rest of the batch comes again
+                    self._consumer.seek(tp, self._applied_to.get(tp, 0))
+
+    async def _follow_batches(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500)
             # Where the consumer stands once this batch is applied (past control records too,
@@ -95,10 +120,13 @@ class TopicFollower:
             reached = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
             for tp, records in batches.items():
                 for record in records:
+                    if record.offset < self._applied_to.get(tp, 0):
+                        continue  # applied before a failure made this batch come again
                     try:
                         self._apply(record.key, record.value)
                     except Exception as error:  # a record never stops the follower
                         await self._refused(tp, record, error)
+                    self._applied_to[tp] = record.offset + 1
             self._applied_to.update(reached)
             async with self._progress:
                 self._progress.notify_all()

@@ -100,15 +100,16 @@ class DeliveryAttempts:
                                  f"{error}") from error
 
     async def _send(self, connection: ConnectionConfigured, routed: EmailRouted, raw: bytes) -> SmtpReply:
-        """The transport converts the errors it knows; anything else is taken as temporary (the
-        connection backs off) rather than allowed to end the turn of every message with it."""
+        """The transport converts the errors it knows. Anything else fails this message alone:
+        retried, it would block its connection's queue for good, and it may have reached the
+        server already (never sent twice)."""
         try:
             return await self._transport(connection).send(
                 routed.request.identity, routed.request.recipients, raw)
         except (DeliveryError, ConfigurationError):
             raise
         except Exception as error:
-            raise TransientError(f"unexpected failure while sending: {type(error).__name__}: "
+            raise PermanentError(f"unexpected failure while sending: {type(error).__name__}: "
                                  f"{error}") from error
 
     def _transport(self, connection: ConnectionConfigured) -> SmtpTransport:

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -84,6 +85,8 @@ class _Connection:
     """Turns in a row that failed outside any message's handling."""
     retry_at_s: float | None = None
     """When a connection whose turn failed before its book was known may try again."""
+    done_offsets: list[int] = field(default_factory=list)
+    """Finished in this turn; marked done in the partition's progress once acknowledged."""
 
 
 class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,6 +116,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         self._repeated: list[tuple[ConsumerRecord[bytes, bytes], EmailRouted, Original]] = []
         self._reading_paused = False
         self._assignment_settled = asyncio.Event()
+        self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Clear while partitions change hands: no turn starts before the state is caught up."""
 
     # --- the loops -----------------------------------------------------------------------
@@ -121,16 +125,17 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         """Until `stop`; then the turns under way finish and their offsets are committed."""
         loops = [asyncio.create_task(coro) for coro in
                  (self._read(stop), self._dispatch(stop), self._commit_periodically(stop))]
+        stopped = asyncio.create_task(stop.wait())
+        watched: set[asyncio.Future[Any]] = {*loops, stopped, self._failure}
         try:
-            done, _ = await asyncio.wait({*loops, asyncio.create_task(stop.wait())},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task in loops:
-                    task.result()  # a loop that ended on its own failed: raise it
+                if task is not stopped:
+                    task.result()  # a loop that ended on its own, or a failure: raise it
         finally:
-            for task in loops:
+            for task in (*loops, stopped):
                 task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.gather(*loops, stopped, return_exceptions=True)
             await self._finish_turns()
             await self._commit()
 
@@ -148,6 +153,9 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # No turn starts while partitions change hands: a connection being revoked must not
+            # send what its next owner will send.
+            await self._assignment_settled.wait()
             now_s = self._clock().timestamp()
             while self._due and self._due[0][0] <= now_s:
                 _, _, key = heapq.heappop(self._due)
@@ -293,10 +301,15 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- turns ---------------------------------------------------------------------------
 
     async def _turn(self, connection: _Connection) -> None:
+        if not self._assignment_settled.is_set() or self._connections.get(connection.key) is not connection:
+            # Started just before a rebalance: looked at again once it settles, if still owned.
+            connection.in_turn = False
+            if self._connections.get(connection.key) is connection:
+                self._schedule(connection, self._clock().timestamp())
+            return
         publisher = self._publisher_factory()
         next_s: float | None = None
         try:
-            await self._assignment_settled.wait()
             await self._load_head(connection)
             record = await self._connection_record(connection)
             book = self._book(connection, record)
@@ -309,12 +322,12 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 next_s = await self._send_turn(connection, record, publisher)
             # The next turn's mail is read while this turn's outcomes are being stored.
-            await asyncio.gather(publisher.confirm(), self._load_head(connection))
+            await asyncio.gather(self._confirm(connection, publisher), self._load_head(connection))
             connection.failed_turns = 0
         except Exception:
             log.exception("turn failed; the connection backs off", connection=connection.key[1])
-            with contextlib.suppress(Exception):
-                await publisher.send_staged()  # the outcomes decided before the failure
+            with contextlib.suppress(Exception):  # a failure to store them ends `run` (_fail)
+                await self._confirm(connection, publisher)  # the outcomes decided before it
             connection.failed_turns += 1
             now_s = self._clock().timestamp()
             if connection.book is not None:
@@ -337,9 +350,29 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                             connection.announced.add(offset)
                             self._arrivals_to_announce.append((routed, due_s, len(connection.queue)))
                 self._schedule(connection, due_s)
-            else:
-                self._connections.pop(connection.key, None)
+            elif self._connections.get(connection.key) is connection:
+                del self._connections[connection.key]
             connection.arrived_in_turn.clear()
+
+    async def _confirm(self, connection: _Connection, publisher: Publisher) -> None:
+        """The turn's events (and its finished send ids) acknowledged, then its offsets done:
+        never committed before. If the broker does not take them, the sender stops and starts
+        again from its committed offsets (at-least-once), rather than commit past them."""
+        try:
+            await publisher.confirm()
+        except Exception as error:
+            connection.done_offsets.clear()  # not stored: read again after the restart
+            self._fail(error)
+            raise
+        progress = self._progress_for(connection)
+        for offset in connection.done_offsets:
+            progress.finished(offset)
+        connection.done_offsets.clear()
+
+    def _fail(self, error: BaseException) -> None:
+        """A failure the loop cannot confine (the bus, a rebalance): `run` raises it."""
+        if not self._failure.done():
+            self._failure.set_exception(error)
 
     def _book(self, connection: _Connection, record: ConnectionConfigured | None) -> ConnectionBook:
         policy = policy_for(record, self._registry.view) if record is not None else _UNTHROTTLED
@@ -499,12 +532,17 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         connection.queue.load(loaded)
         missing = {o for o in offsets if o not in loaded}
         if missing:
-            # Gone from the log (retention) or unreadable before their turn: nothing can be sent.
+            # Gone from the log (retention) or unreadable before their turn: nothing can be sent,
+            # and the dead-letter entry says which (their offsets are done once it is stored).
             log.error("queued messages no longer readable", connection=connection.key[1],
                       count=len(missing), offsets=sorted(missing)[:10])
             connection.queue.drop_references(missing)
-            for offset in missing:
-                self._progress_for(connection).finished(offset)
+            for offset in sorted(missing):
+                gone = ConsumerRecord(self._policy.topic.name, connection.queue.partition, offset, 0, 0,
+                                      connection_key(*connection.key), raw.get(offset, b""), None, 0, 0, ())
+                self._refusals.append((gone, Unusable(
+                    Refused.HANDLING_FAILED, f"queued for {connection.key[0]}/{connection.key[1]}, but no "
+                    "longer readable when its turn came (past the topic's retention?); not sent")))
 
     async def _connection_record(self, connection: _Connection) -> ConnectionConfigured | None:
         record = self._registry.view.connection(*connection.key)
@@ -522,7 +560,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         if connection.book is not None:
             connection.book.finish(item.offset)
         connection.announced.discard(item.offset)
-        self._progress_for(connection).finished(item.offset)
+        connection.done_offsets.append(item.offset)  # done once its event is acknowledged
         self._repeats.finished(connection.queue.partition, item.offset, item.routed.send_id, status,
                                self._now_ms(), publisher)
         self._emit(publisher, item.routed, status, attempted, **outcome)
@@ -620,13 +658,20 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         self._repeats.table.revoke(partitions)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        # The previous owner's last reservations must be known before this one sends.
-        for tp in assigned:
-            self._progress.setdefault(tp.partition, PartitionProgress())
-            committed = await self._consumer.committed(tp)
-            if committed is not None:
-                self._committed[tp.partition] = committed
-        await self._states.caught_up()
-        # The send ids finished from these partitions, before any of their mail is read.
-        await self._repeats.table.assign({tp.partition for tp in assigned})
+        """aiokafka only logs what a listener raises: a failure here would leave every turn
+        waiting for an assignment that never settles, so it ends `run` instead."""
+        try:
+            # The previous owner's last reservations must be known before this one sends.
+            for tp in assigned:
+                self._progress.setdefault(tp.partition, PartitionProgress())
+                committed = await self._consumer.committed(tp)
+                if committed is not None:
+                    self._committed[tp.partition] = committed
+            await self._states.caught_up()
+            # The send ids finished from these partitions, before any of their mail is read.
+            await self._repeats.table.assign({tp.partition for tp in assigned})
+        except Exception as error:
+            log.exception("taking over partitions failed; the sender starts again")
+            self._fail(error)
+            return
         self._assignment_settled.set()

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from sendrail.backoff import backoff_s
 from sendrail.bounces.notice import Notice, NoticeKind
+from sendrail.bounces.parser import MAX_MESSAGE_BYTES
 from sendrail.bus.publisher import Publisher
 from sendrail.errors import ConnectionBroken, SendrailError, TransientError
 from sendrail.events import (
@@ -190,7 +191,8 @@ class MailboxWatcher:
             last_uid = await self._starting_uid(mailbox)
             batch = self._context.settings.fetch_batch
             while not stop.is_set():
-                messages = await mailbox.fetch_since(last_uid, limit=batch)
+                # The parser reads no more than MAX_MESSAGE_BYTES of a message: neither does the fetch.
+                messages = await mailbox.fetch_since(last_uid, limit=batch, max_bytes=MAX_MESSAGE_BYTES)
                 if messages:
                     try:
                         for message in messages:

@@ -188,8 +188,11 @@ class ImapMailbox:
         log.debug("imap.opened", host=host, port=port, uidvalidity=state.uidvalidity)
         return cls(protocol, state, timeout_s)
 
-    async def fetch_since(self, last_uid: int, *, limit: int) -> list[FetchedMessage]:
-        """The oldest `limit` messages whose UID is above `last_uid`, in UID order.
+    async def fetch_since(self, last_uid: int, *, limit: int,
+                          max_bytes: int | None = None) -> list[FetchedMessage]:
+        """The oldest `limit` messages whose UID is above `last_uid`, in UID order; with
+        `max_bytes`, only each message's first `max_bytes` (a partial fetch, RFC 3501 section
+        6.4.5 `BODY[]<0.n>`), so a huge message costs no more memory than what is read of it.
 
         Fewer than `limit` means the mailbox holds no more for now.
         """
@@ -206,9 +209,9 @@ class ImapMailbox:
         uids = [uid for uid in found if uid > last_uid][:limit]
         if not uids:
             return []
+        body = "BODY.PEEK[]" if max_bytes is None else f"BODY.PEEK[]<0.{max_bytes}>"
         fetch = await self._command(
-            self._protocol.fetch(f"{uids[0]}:{uids[-1]}", "(UID INTERNALDATE BODY.PEEK[])",
-                                 by_uid=True),
+            self._protocol.fetch(f"{uids[0]}:{uids[-1]}", f"(UID INTERNALDATE {body})", by_uid=True),
             "UID FETCH",
         )
         wanted = set(uids)

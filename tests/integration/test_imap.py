@@ -212,6 +212,19 @@ async def test_fetch_returns_exact_bytes_in_uid_order_and_leaves_the_maildir_alo
     assert not any(":2," in name for names in after.values() for name in names)  # no \Seen
 
 
+async def test_a_partial_fetch_reads_only_the_start_of_a_huge_message(imap_sandbox: ImapSandbox) -> None:
+    """Anyone can mail a user 50 MB: the watcher holds no more of it than the parser reads."""
+    address, token, maildir = imap_sandbox.new_user()
+    huge = message("huge", b"x" * 3_000_000)
+    deliver(maildir, huge)
+    mailbox = await imap_sandbox.open(address, token)
+    try:
+        [partial] = await mailbox.fetch_since(0, limit=10, max_bytes=65_536)
+    finally:
+        await mailbox.close()
+    assert partial.raw == huge[:65_536]
+
+
 async def test_fetch_since_pages_by_uid_and_ignores_the_star_edge(
     imap_sandbox: ImapSandbox,
 ) -> None:

@@ -16,6 +16,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_ENV_FILE = Path(".cache/local.env")
 
+_DAY_S = 24 * 3600.0
+Wait_s = Annotated[float, Field(gt=0, le=30 * _DAY_S, allow_inf_nan=False)]
+"""A wait or timeout: finite and positive, so no setting can make a loop spin (0 would)."""
+Interval_s = Annotated[float, Field(ge=0.01, le=30 * _DAY_S, allow_inf_nan=False)]
+"""How often a loop runs: at least 10 ms."""
+Age_s = Annotated[float, Field(ge=0, le=365 * _DAY_S, allow_inf_nan=False)]
+"""An age or window that may be zero (e.g. never reuse an idle session)."""
+Port = Annotated[int, Field(ge=0, le=65535)]
+"""0: any free port."""
+
 
 class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENDRAIL_KAFKA_", extra="ignore")
@@ -57,7 +67,7 @@ class OAuthSettings(BaseSettings):
     microsoft_token_url: str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
     microsoft_client_id: str = "sendrail"
     microsoft_client_secret: SecretStr = SecretStr("")
-    token_timeout_s: float = 15.0
+    token_timeout_s: Wait_s = 15.0
 
 
 class HttpSettings(BaseSettings):
@@ -66,57 +76,57 @@ class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENDRAIL_HTTP_", extra="ignore")
 
     host: str = "127.0.0.1"
-    port: int = 9400
+    port: Port = 9400
 
 
 class SenderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENDRAIL_SENDER_", extra="ignore")
 
-    smtp_timeout_s: float = 30.0
-    connections_per_server: int = 4
+    smtp_timeout_s: Wait_s = 30.0
+    connections_per_server: Annotated[int, Field(ge=1, le=100)] = 4
     """Upper bound per SMTP server or mailbox; a provider's own lower cap wins."""
-    session_idle_s: float = 30.0
+    session_idle_s: Age_s = 30.0
     """Reuse an SMTP session only if it was used this recently (servers drop idle ones)."""
-    retry_backoff_base_s: float = 1.0
-    retry_backoff_max_s: float = 60.0
-    commit_interval_s: float = 1.0
-    loaded_per_connection: int = 50
+    retry_backoff_base_s: Wait_s = 1.0
+    retry_backoff_max_s: Wait_s = 60.0
+    commit_interval_s: Interval_s = 1.0
+    loaded_per_connection: Annotated[int, Field(ge=1, le=10_000)] = 50
     """Messages per connection kept decoded in memory; the rest of a backlog stays in Kafka."""
-    max_queued_messages: int = 1_000_000
+    max_queued_messages: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
     """Stop reading ahead past this many queued messages (each costs a few dozen bytes)."""
-    messages_per_session_turn: int = 4
+    messages_per_session_turn: Annotated[int, Field(ge=1, le=1_000)] = 4
     """How many messages one SMTP session takes per turn of its connection."""
-    quota_probe_s: float = 3600.0
+    quota_probe_s: Wait_s = 3600.0
     """After a quota reply the history does not explain (mail sent outside sendrail), try again
     after this long."""
-    held_expiry_s: float = 3 * 24 * 3600.0
+    held_expiry_s: Wait_s = 3 * 24 * 3600.0
     """Mail held for a broken connection fails after this long."""
-    held_recheck_s: float = 30.0
+    held_recheck_s: Interval_s = 30.0
 
 
 class WatcherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENDRAIL_WATCHER_", extra="ignore")
 
-    idle_timeout_s: float = 600.0
+    idle_timeout_s: Annotated[float, Field(ge=1, le=29 * 60, allow_inf_nan=False)] = 600.0
     """Re-issue IDLE well before RFC 2177's 29 minutes."""
-    poll_interval_s: float = 30.0
+    poll_interval_s: Interval_s = 30.0
     """For servers without IDLE."""
-    connect_timeout_s: float = 30.0
-    reconnect_backoff_base_s: float = 1.0
-    reconnect_backoff_max_s: float = 300.0
+    connect_timeout_s: Wait_s = 30.0
+    reconnect_backoff_base_s: Wait_s = 1.0
+    reconnect_backoff_max_s: Wait_s = 300.0
     """A failing mailbox (or a bus that cannot be reached) is retried after a capped
     exponential backoff with jitter, per mailbox."""
-    login_interval_s: float = 60.0
+    login_interval_s: Age_s = 60.0
     """While a mailbox is failing it logs in at most once this often, whatever the backoff
     says: every retry refreshes a token and logs in, and providers lock out login storms."""
-    fetch_batch: int = 50
-    parse_processes: int = 2
+    fetch_batch: Annotated[int, Field(ge=1, le=1_000)] = 50
+    parse_processes: Annotated[int, Field(ge=1, le=64)] = 2
     """Processes that parse fetched messages, shared by all mailboxes: what hostile mail
     can take is bounded by this many cores."""
-    soft_bounces_to_suppress: int = 0
+    soft_bounces_to_suppress: Annotated[int, Field(ge=0, le=1_000)] = 0
     """Soft bounces of one address within the window that put it on the suppression list;
     0 never does (hard bounces always do)."""
-    soft_bounce_window_s: float = 30 * 24 * 3600.0
+    soft_bounce_window_s: Wait_s = 30 * 24 * 3600.0
 
 
 class RouterSettings(BaseSettings):
@@ -140,7 +150,7 @@ class AnalyticsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENDRAIL_ANALYTICS_", extra="ignore")
 
     host: str = "127.0.0.1"
-    port: int = 8480
+    port: Port = 8480
     allowed_hosts: str | None = None
     """Comma-separated Host header values served (`name` or `name:port`); unset: the loopback
     names and `host`, bare and with `port`. Anything else is refused (DNS rebinding)."""

@@ -4,6 +4,7 @@ pauses the work without logging in again, and only a send's own bounce suppresse
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -89,9 +90,11 @@ class FakeMailbox:
         cls.opened += 1
         return cls()
 
-    async def fetch_since(self, last_uid: int, *, limit: int) -> list[FetchedMessage]:
+    async def fetch_since(self, last_uid: int, *, limit: int,
+                          max_bytes: int | None = None) -> list[FetchedMessage]:
         type(self).fetches += 1
-        return [m for m in self.messages if m.uid > last_uid][:limit]
+        return [dataclasses.replace(m, raw=m.raw[:max_bytes]) for m in self.messages
+                if m.uid > last_uid][:limit]
 
     async def wait_for_change(self, timeout_s: float) -> bool:
         await asyncio.Event().wait()

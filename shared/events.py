@@ -486,13 +486,17 @@ class ThrottleConfigured(_Event):
         return self
 
 
+TokenId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+"""An analytics token's public id: 16 hexadecimal digits."""
+
+
 class AnalyticsTokenIssued(_Event):
     """A bearer token that reads one tenant's analytics; only its SHA-256 is kept, never the token."""
 
     record: Literal["analytics_token"] = "analytics_token"
     schema_version: Literal[1] = 1
     tenant_id: Identifier
-    token_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    token_id: TokenId
     """Public: shown by `sendrail analytics token list`, and the middle part of the token."""
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     created_at: AwareDatetime

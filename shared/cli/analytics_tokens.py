@@ -11,10 +11,10 @@ import sys
 from datetime import UTC, datetime
 
 from sendrail import analytics_tokens
-from sendrail.cli.common import Subcommands, producer_for
+from sendrail.cli.common import ID, Subcommands, checked, producer_for
 from sendrail.clock import system_clock
 from sendrail.errors import ConfigurationError
-from sendrail.events import AnalyticsTokenIssued
+from sendrail.events import AnalyticsTokenIssued, TokenId
 from sendrail.registry.store import RegistryStore, publish_record
 from sendrail.settings import Settings
 
@@ -63,6 +63,9 @@ async def token(args: argparse.Namespace) -> int:
     return 0
 
 
+TOKEN_ID = checked(TokenId, expected="a token id: 16 hexadecimal digits, as `list` shows it")
+
+
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "analytics", help="access to the analytics API and page",
@@ -72,10 +75,10 @@ def register(commands: Subcommands) -> None:
     tokens = areas.add_parser("token", help="create, list and revoke a tenant's bearer tokens")
     actions = tokens.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a token and print it, once")
-    create.add_argument("--tenant", required=True)
+    create.add_argument("--tenant", required=True, type=ID)
     listing = actions.add_parser("list", help="the tenant's tokens: ids and times, never the tokens")
-    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--tenant", required=True, type=ID)
     revoke = actions.add_parser("revoke", help="revoke a token: it is refused from then on")
-    revoke.add_argument("--tenant", required=True)
-    revoke.add_argument("--id", required=True, help="the token id, as `list` shows it")
+    revoke.add_argument("--tenant", required=True, type=ID)
+    revoke.add_argument("--id", required=True, type=TOKEN_ID, help="the token id, as `list` shows it")
     tokens.set_defaults(handler=token)

@@ -8,6 +8,7 @@ import inspect
 import sys
 from typing import NoReturn
 
+from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from sendrail.cli import (
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as error:
         print(f"sendrail: error: {_one_line(reasons(error))}", file=sys.stderr)
         exit_code = 2
+    except (KafkaConnectionError, TimeoutError) as error:
+        print(f"sendrail: error: Kafka did not answer ({_one_line(str(error)) or 'timed out'}); is "
+              "`make run` up, or SENDRAIL_KAFKA_BOOTSTRAP_SERVERS set?", file=sys.stderr)
+        exit_code = 1
     except KeyboardInterrupt:
         exit_code = 130
     sys.exit(exit_code)

@@ -257,6 +257,8 @@ REFUSED = [
     (["tail", "deliveries"], "argument topic: unknown topic 'deliveries'; one of: sendrail."),
     (["tail", "delivery", "--count", "0"], "argument --count: Input should be greater than or equal to 1"),
     (["suppression", "add", "--tenant", "acme", "--address", "lee"], "argument --address: invalid address 'lee'"),
+    (["analytics", "token", "create", "--tenant", "a b"], "argument --tenant: expected an id"),
+    (["analytics", "token", "revoke", "--tenant", "acme", "--id", "xyz"], "argument --id: expected a token id"),
     (["suppression", "add", "--tenant", "acme", "--address", "lee@example.org", "--reason", "a\nb"],
      "argument --reason: expected one line of printable text"),
     (["suppression", "add", "--tenant", "acme", "--address", "lee@example.org", "--reason", "r" * 501],

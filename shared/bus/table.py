@@ -70,6 +70,7 @@ class TopicFollower:
         moment ago may not be in it yet)."""
         async with asyncio.timeout(timeout_s):
             while True:
+                # aiokafka's public `topics()` fetches the same metadata but returns names only.
                 cluster = await self._consumer._client.fetch_all_metadata()
                 numbers = cluster.partitions_for_topic(self._topic)
                 if numbers:

@@ -175,7 +175,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.sleep(self._settings.commit_interval_s)
             await self._commit()
             # Send ids past the deduplication window, a bounded slice at a time.
-            self._repeats.table.expire(self._now_ms(), max_entries=10_000)
+            self._repeats.expire(self._now_ms(), max_entries=10_000)
 
     def _schedule(self, connection: _Connection, at_s: float) -> None:
         heapq.heappush(self._due, (at_s, next(self._sequence), connection.key))
@@ -655,7 +655,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
         for partition in partitions:
             self._progress.pop(partition, None)
             self._committed.pop(partition, None)
-        self._repeats.table.revoke(partitions)
+        self._repeats.revoke(partitions)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """aiokafka only logs what a listener raises: a failure here would leave every turn
@@ -669,7 +669,7 @@ class Dispatcher(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._committed[tp.partition] = committed
             await self._states.caught_up()
             # The send ids finished from these partitions, before any of their mail is read.
-            await self._repeats.table.assign({tp.partition for tp in assigned})
+            await self._repeats.assign({tp.partition for tp in assigned})
         except Exception as error:
             log.exception("taking over partitions failed; the sender starts again")
             self._fail(error)

@@ -60,14 +60,25 @@ class RepeatedSends:
     """The sends one replica has finished, per partition of its topic."""
 
     def __init__(self, table: PartitionedTable) -> None:
-        self.table = table
+        self._table = table
+
+    async def assign(self, partitions: set[int]) -> None:
+        """Recovers what these partitions' previous owners finished, before their mail is read."""
+        await self._table.assign(partitions)
+
+    def revoke(self, partitions: set[int]) -> None:
+        self._table.revoke(partitions)
+
+    def expire(self, now_ms: int, *, max_entries: int) -> None:
+        """Forgets sends past the deduplication window, at most `max_entries` at a time."""
+        self._table.expire(now_ms, max_entries=max_entries)
 
     def original_of(self, partition: int, offset: int, send_id: uuid.UUID, now_ms: int) -> Original | None:
         """The finished earlier copy of this send, or None if the record at `offset` is the
         first (or is the first read again, after a restart or a rebalance)."""
-        if partition not in self.table.assigned:
+        if partition not in self._table.assigned:
             return None
-        raw = self.table.get(partition, send_id.bytes, now_ms)
+        raw = self._table.get(partition, send_id.bytes, now_ms)
         original = _decode(partition, raw) if raw is not None else None
         return original if original is not None and original.offset != offset else None
 
@@ -75,5 +86,5 @@ class RepeatedSends:
                  now_ms: int, publisher: ChangelogSink) -> None:
         """Remembered with the turn's events (`publisher`), which are confirmed before the
         offset is committed."""
-        if status in REMEMBERED_STATUSES and partition in self.table.assigned:
-            self.table.put(partition, send_id.bytes, _encode(offset, status), now_ms, publisher)
+        if status in REMEMBERED_STATUSES and partition in self._table.assigned:
+            self._table.put(partition, send_id.bytes, _encode(offset, status), now_ms, publisher)

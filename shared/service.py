@@ -20,9 +20,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sendrail.backoff import backoff_s
+from sendrail.bus.reachability import watch_reachability
 from sendrail.errors import ConfigurationError
 from sendrail.metrics import REGISTRY
-from sendrail.settings import HttpSettings
+from sendrail.settings import HttpSettings, KafkaSettings
 
 
 def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
@@ -56,7 +57,13 @@ class ServiceState:
     details: Callable[[], dict[str, object]] = dict
     """Read at each request, so it shows the service's current state."""
     trouble: str | None = None
-    """Why the service is not working now (Kafka unreachable, ...) and when it tries again."""
+    """Why the service is not working now (its work failed) and when it tries again."""
+    bus_trouble: str | None = None
+    """Set while Kafka does not answer (`sendrail.bus.reachability`)."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready and self.trouble is None and self.bus_trouble is None
 
 
 async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunner:
@@ -64,10 +71,11 @@ async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunn
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(_: web.Request) -> web.Response:
-        body = {"service": state.name, "ready": state.ready, **state.details()}
-        if state.trouble is not None:
-            body["trouble"] = state.trouble
-        return web.json_response(body, status=200 if state.ready else 503)
+        body = {"service": state.name, "ready": state.healthy, **state.details()}
+        troubles = [t for t in (state.trouble, state.bus_trouble) if t is not None]
+        if troubles:
+            body["trouble"] = "; ".join(troubles)
+        return web.json_response(body, status=200 if state.healthy else 503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -81,8 +89,8 @@ async def start_http(settings: HttpSettings, state: ServiceState) -> web.AppRunn
 ServiceMain = Callable[[asyncio.Event, ServiceState], Awaitable[None]]
 
 
-async def serve(name: str, main: ServiceMain, http: HttpSettings, *, restart_base_s: float = 1.0,
-                restart_max_s: float = 60.0) -> None:
+async def serve(name: str, main: ServiceMain, http: HttpSettings, *, kafka: KafkaSettings | None = None,
+                restart_base_s: float = 1.0, restart_max_s: float = 60.0) -> None:
     """Run `main` with its HTTP endpoint until SIGTERM/SIGINT, then let it stop cleanly.
 
     A failure of `main` (Kafka unreachable, a broker that stopped answering, a fault) does
@@ -99,6 +107,12 @@ async def serve(name: str, main: ServiceMain, http: HttpSettings, *, restart_bas
     log = structlog.get_logger(name)
     log.info("service starting", http=f"{http.host}:{http.port}")
     failures = 0
+    watching = None
+    if kafka is not None:
+        def report(trouble: str | None) -> None:
+            state.bus_trouble = trouble
+
+        watching = asyncio.create_task(watch_reachability(kafka, report, stop, client_id=name))
     try:
         while not stop.is_set():
             started_s = loop.time()
@@ -120,5 +134,8 @@ async def serve(name: str, main: ServiceMain, http: HttpSettings, *, restart_bas
                     await asyncio.wait_for(stop.wait(), wait_s)
                 state.trouble = None
     finally:
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         await runner.cleanup()
         log.info("service stopped")

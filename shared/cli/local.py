@@ -37,7 +37,7 @@ async def service(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, analytics=settings.analytics.model_copy(
             update={"trust_proxy_header": args.trust_proxy}))
     module = importlib.import_module(SERVICES[args.name])
-    await serve(args.name, functools.partial(module.run, settings), settings.http)
+    await serve(args.name, functools.partial(module.run, settings), settings.http, kafka=settings.kafka)
     return 0
 
 

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pydantic import TypeAdapter, ValidationError
 
 from sendrail.bus.codec import decode
-from sendrail.bus.dead_letter import Unusable, stage_dead_letter, unusable_for
+from sendrail.bus.dead_letter import Unusable, dead_letter_key, stage_dead_letter, unusable_for
 from sendrail.bus.publisher import Publisher
 from sendrail.events import (
     DeliveryEvent,
@@ -184,6 +184,4 @@ class Router:
 
 def _delivery_key(send_id: uuid.UUID | None, record: ConsumerRecord[bytes, bytes]) -> bytes:
     """Delivery events are keyed by send id; a request without one keeps its position's key."""
-    if send_id is not None:
-        return str(send_id).encode()
-    return f"{record.topic}/{record.partition}/{record.offset}".encode()
+    return str(send_id).encode() if send_id is not None else dead_letter_key(record)

@@ -28,10 +28,6 @@ class TransientError(DeliveryError):
     """Try again later, with backoff (4xx replies, dropped connections, timeouts)."""
 
 
-class QuotaExceeded(TransientError):
-    """The mailbox reached a provider cap; wait until its window frees room."""
-
-
 class PermanentError(DeliveryError):
     """This message will never go through as it is; do not retry."""
 

@@ -154,4 +154,10 @@ ExtraHeaders = Annotated[
 ]
 """A request's own headers: at most MAX_EXTRA_HEADERS of them, MAX_EXTRA_HEADERS_BYTES in all."""
 Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+_IDENTIFIER = re.compile(_ID_PATTERN)
+
+
+def is_identifier(text: str) -> bool:
+    """True if `text` is a valid tenant, user or connection id."""
+    return _IDENTIFIER.fullmatch(text) is not None
 """Tenant, user, connection, campaign and template ids: short, printable, no spaces."""

@@ -1,7 +1,7 @@
 """One connection's queue of mail, in partition order, holding little in memory.
 
 The first `loaded_limit` messages are kept decoded; the rest are only references
-(partition offsets, a few bytes each) and are read again from Kafka when their turn
+(partition offsets, a few bytes each), decoded when read again from Kafka as their turn
 comes, so a backlog of any size lives in Kafka, not in RAM. Pure.
 """
 
@@ -24,8 +24,7 @@ class ConnectionQueue:
     """The decoded messages come first, then the references: a reference is a bare offset
     (no object of its own), so a queued message that is not loaded costs a deque slot."""
 
-    def __init__(self, partition: int, *, loaded_limit: int) -> None:
-        self.partition = partition
+    def __init__(self, *, loaded_limit: int) -> None:
         self._loaded_limit = loaded_limit
         self._loaded: deque[Queued] = deque()
         self._references: deque[int] = deque()
@@ -37,12 +36,19 @@ class ConnectionQueue:
     def loaded(self) -> int:
         return len(self._loaded)
 
+    def has_room_loaded(self) -> bool:
+        """Whether a message appended now would be kept decoded."""
+        return not self._references and len(self._loaded) < self._loaded_limit
+
     def push(self, offset: int, routed: EmailRouted) -> None:
         """Append; kept decoded only while everything before it is decoded too and there is room."""
-        if not self._references and len(self._loaded) < self._loaded_limit:
+        if self.has_room_loaded():
             self._loaded.append(Queued(offset, routed))
         else:
             self._references.append(offset)
+
+    def push_reference(self, offset: int) -> None:
+        self._references.append(offset)
 
     def push_front(self, item: Queued) -> None:
         """Back to the head, for a message whose attempt must be repeated."""
@@ -74,5 +80,5 @@ class ConnectionQueue:
         return list(self._loaded)
 
     def drop_references(self, offsets: set[int]) -> None:
-        """Forget references whose messages can no longer be read."""
+        """Forget references that will not be sent (unreadable, or settled without sending)."""
         self._references = deque(o for o in self._references if o not in offsets)

@@ -9,8 +9,9 @@ recovered from its changelog). A copy whose send id is already there is not sent
 gets a `duplicate` delivery event that names the original. Copies queued at the same
 time never go out in one turn: the later waits for the next, when the first is finished.
 
-Held mail is not finished: it comes back on the topic at a new offset when its connection
-is reconnected, and is then the same send, not a repeat.
+Held mail is finished at its offset (not sent again if that offset is read again), but it
+comes back on the topic at a new offset when its connection is reconnected, and is then
+the same send, not a repeat.
 """
 
 from __future__ import annotations
@@ -27,24 +28,34 @@ REMEMBERED_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED})
 same way; the upstream system publishes a new one to try again)."""
 
 
-@dataclass(frozen=True)
-class Original:
-    """Where the first copy of a send is, and what became of it (or that it is still queued)."""
+@dataclass(frozen=True, slots=True)
+class FinishedSend:
+    """A record of the topic that needs nothing more: sent, failed, or held."""
 
     partition: int
     offset: int
-    status: str
-    """`sent` or `failed`."""
+    send_id: uuid.UUID
+    status: DeliveryStatus
 
-    def describe(self, topic: str) -> str:
-        return f"{topic}/{self.partition}/{self.offset}"
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What the table knows of a send id: the offset that finished it, and how."""
+
+    offset: int
+    status: str
+
+    @property
+    def remembered(self) -> bool:
+        """A copy elsewhere repeats this send (not so for held mail, which comes back)."""
+        return self.status in REMEMBERED_STATUSES
 
 
 def _encode(offset: int, status: DeliveryStatus) -> bytes:
     return json.dumps({"offset": offset, "status": status.value}, separators=(",", ":")).encode()
 
 
-def _decode(partition: int, raw: bytes) -> Original | None:
+def _decode(raw: bytes) -> Finished | None:
     """None for a value that is not one this table wrote (a hostile changelog record)."""
     try:
         fields = json.loads(raw)
@@ -53,7 +64,7 @@ def _decode(partition: int, raw: bytes) -> Original | None:
         return None
     if not isinstance(offset, int) or not isinstance(status, str):
         return None
-    return Original(partition, offset, status)
+    return Finished(offset, status)
 
 
 class RepeatedSends:
@@ -73,18 +84,17 @@ class RepeatedSends:
         """Forgets sends past the deduplication window, at most `max_entries` at a time."""
         self._table.expire(now_ms, max_entries=max_entries)
 
-    def original_of(self, partition: int, offset: int, send_id: uuid.UUID, now_ms: int) -> Original | None:
-        """The finished earlier copy of this send, or None if the record at `offset` is the
-        first (or is the first read again, after a restart or a rebalance)."""
+    def lookup(self, partition: int, send_id: uuid.UUID, now_ms: int) -> Finished | None:
+        """How the send was finished from this partition, if it was (and the table is there)."""
         if partition not in self._table.assigned:
             return None
         raw = self._table.get(partition, send_id.bytes, now_ms)
-        original = _decode(partition, raw) if raw is not None else None
-        return original if original is not None and original.offset != offset else None
+        return _decode(raw) if raw is not None else None
 
-    def finished(self, partition: int, offset: int, send_id: uuid.UUID, status: DeliveryStatus,
-                 now_ms: int, publisher: ChangelogSink) -> None:
+    def record(self, finished: FinishedSend, now_ms: int, publisher: ChangelogSink) -> None:
         """Remembered with the turn's events (`publisher`), which are confirmed before the
-        offset is committed."""
-        if status in REMEMBERED_STATUSES and partition in self._table.assigned:
-            self._table.put(partition, send_id.bytes, _encode(offset, status), now_ms, publisher)
+        offset is committed. A record read again after a restart is then skipped, and a copy
+        of a sent or failed send is a repeat."""
+        if finished.partition in self._table.assigned:
+            self._table.put(finished.partition, finished.send_id.bytes,
+                            _encode(finished.offset, finished.status), now_ms, publisher)

@@ -12,11 +12,11 @@ from sendrail.bus.lag import report_lag
 from sendrail.bus.publisher import Publisher
 from sendrail.bus.refetch import Refetcher
 from sendrail.clock import system_clock
-from sendrail.delivery.attempt import DeliveryAttempts
 from sendrail.delivery.credentials import rotated_token_store
-from sendrail.delivery.dispatcher import Dispatcher
+from sendrail.delivery.kafka_adapter import KafkaSendingLoop
 from sendrail.delivery.policy import ChannelPolicy
 from sendrail.delivery.repeats import RepeatedSends
+from sendrail.delivery.smtp_transports import SmtpTransports
 from sendrail.delivery.throttle_state import ThrottleStateStore
 from sendrail.mail.oauth import TokenEndpoint
 from sendrail.mail.tls import client_tls_context
@@ -45,9 +45,9 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
 
         store_rotated = rotated_token_store(registry, producer, secrets)
 
-        attempts = DeliveryAttempts(policy, secrets, TokenEndpoint(settings.oauth, http),
+        transports = SmtpTransports(policy, secrets, TokenEndpoint(settings.oauth, http),
                                     client_tls_context(settings.tls), settings.sender, store_rotated)
-        stack.push_async_callback(attempts.close)
+        stack.push_async_callback(transports.close)
         changelog = SEND_IDS_BY_OUTBOUND[policy.topic.name]
         finished_sends = RocksTable(
             changelog_topic=changelog.name, retention_ms=SEND_ID_RETENTION_MS,
@@ -57,16 +57,16 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
         await finished_sends.start()
         stack.push_async_callback(finished_sends.stop)
         consumer = make_consumer(settings.kafka, group_id=policy.service, client_id=policy.service)
-        dispatcher = Dispatcher(policy, consumer, refetcher, registry, states, attempts,
-                                lambda: Publisher(producer), settings.sender, system_clock,
-                                RepeatedSends(finished_sends))
-        registry.on_change(dispatcher.registry_changed)
-        consumer.subscribe([policy.topic.name], listener=dispatcher)
+        sending = KafkaSendingLoop(policy, consumer, refetcher, registry, states, transports,
+                                   lambda: Publisher(producer), settings.sender, system_clock,
+                                   RepeatedSends(finished_sends))
+        registry.on_change(sending.registry_changed)
+        consumer.subscribe([policy.topic.name], listener=sending)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        state.details = lambda: {"queued": dispatcher.queue_depths()}
+        state.details = lambda: {"queued": sending.queue_depths()}
         state.ready = True
         await asyncio.gather(
-            dispatcher.run(stop),
-            report_lag(consumer, policy.service, [policy.topic.name], dispatcher.committed_offset, stop),
+            sending.run(stop),
+            report_lag(consumer, policy.service, [policy.topic.name], sending.committed_offset, stop),
         )

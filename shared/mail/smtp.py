@@ -1,7 +1,8 @@
 """The SMTP transport: a few reusable sessions to one server for one connection.
 
-Only this module touches aiosmtplib. Its errors become sendrail's error tree here,
-classified by the channel's reply rules, with the original kept as the cause.
+Only this module touches aiosmtplib. Whatever a send meets (a reply, a refused login, a
+dropped connection, an untrusted certificate) becomes an `Outcome` here, classified by the
+channel's reply rules: the sending loop never sees aiosmtplib's errors.
 """
 
 from __future__ import annotations
@@ -9,26 +10,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiosmtplib
 import structlog
 
-from sendrail.errors import ConnectionBroken, DeliveryError, TransientError
+from sendrail.delivery.outcome import Outcome, outcome_of
+from sendrail.delivery.transport import OutgoingMessage
+from sendrail.errors import DeliveryError
 from sendrail.events import SmtpServer
 from sendrail.mail.oauth import AccessTokenSource
-from sendrail.mail.replies import ReplyRule, error_for_reply
+from sendrail.mail.replies import ReplyRule, outcome_for_reply
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class SmtpReply:
-    code: int
-    text: str
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    """Recipients the server refused while accepting the others."""
 
 
 class SmtpAuth(Protocol):
@@ -88,27 +83,28 @@ class SmtpTransport:
         self._slots = asyncio.Semaphore(max_sessions)
         self._idle: list[_Session] = []
 
-    async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SmtpReply:
+    async def send(self, message: OutgoingMessage) -> Outcome:
         async with self._slots:
             session = await self._take_session()
+            if isinstance(session, Outcome):
+                return session
             try:
-                refused, text = await session.client.sendmail(envelope_from, list(recipients), message)
+                refused, text = await session.client.sendmail(
+                    message.envelope_from, list(message.recipients), message.raw)
             except aiosmtplib.SMTPRecipientsRefused as error:
                 # A session that failed mid-transaction is not trusted again; a new one is cheap.
                 await self._discard(session)
                 first = error.recipients[0]
-                raise error_for_reply(first.code, first.message, self._rules) from error
+                return outcome_for_reply(first.code, first.message, self._rules)
             except aiosmtplib.SMTPResponseException as error:
                 await self._discard(session)
-                raise error_for_reply(error.code, error.message, self._rules) from error
+                return outcome_for_reply(error.code, error.message, self._rules)
             except (aiosmtplib.SMTPException, OSError) as error:
                 await self._discard(session)
-                raise TransientError(f"connection to {self._server.host} lost: {error}") from error
+                return Outcome.retry(f"connection to {self._server.host} lost: {error}")
             self._keep(session)
-            return SmtpReply(
-                code=250, text=text,
-                refused={address: (reply.code, reply.message) for address, reply in refused.items()},
-            )
+            return Outcome.sent(250, text, {address: (reply.code, reply.message)
+                                            for address, reply in refused.items()})
 
     @property
     def idle_sessions(self) -> int:
@@ -124,16 +120,18 @@ class SmtpTransport:
         session.last_used_s = asyncio.get_running_loop().time()
         self._idle.append(session)
 
-    async def _take_session(self) -> _Session:
+    async def _take_session(self) -> _Session | Outcome:
         now_s = asyncio.get_running_loop().time()
         while self._idle:
             session = self._idle.pop()
             if now_s - session.last_used_s <= self._session_idle_s and session.client.is_connected:
                 return session
             await self._discard(session)
-        return _Session(await self._connect(), now_s)
+        client = await self._connect()
+        return client if isinstance(client, Outcome) else _Session(client, now_s)
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> aiosmtplib.SMTP | Outcome:
+        """A logged-in session, or why there is none."""
         implicit = self._server.tls == "implicit"
         client = aiosmtplib.SMTP(
             hostname=self._server.host, port=self._server.port, use_tls=implicit,
@@ -143,30 +141,19 @@ class SmtpTransport:
         try:
             await client.connect()
             await self._auth.login(client)
-        except aiosmtplib.SMTPAuthenticationError as error:
+        except aiosmtplib.SMTPResponseException as error:  # authentication refused, among others
             await _quietly_close(client)
-            raise error_for_reply(error.code, error.message, self._rules) from error
-        except ssl.SSLCertVerificationError as error:
+            return outcome_for_reply(error.code, error.message, self._rules)
+        except DeliveryError as error:  # the token endpoint's answer
             await _quietly_close(client)
-            raise ConnectionBroken(
-                f"the TLS certificate of {self._server.host} could not be verified: "
-                f"{error.verify_message}"
-            ) from error
-        except aiosmtplib.SMTPResponseException as error:
-            await _quietly_close(client)
-            raise error_for_reply(error.code, error.message, self._rules) from error
-        except DeliveryError:
-            await _quietly_close(client)
-            raise
+            return outcome_of(error)
         except (aiosmtplib.SMTPException, OSError) as error:
             await _quietly_close(client)
-            cause = error.__cause__ if isinstance(error.__cause__, ssl.SSLCertVerificationError) else None
-            if cause is not None:
-                raise ConnectionBroken(
-                    f"the TLS certificate of {self._server.host} could not be verified: "
-                    f"{cause.verify_message}"
-                ) from error
-            raise TransientError(f"cannot reach {self._server.host}:{self._server.port}: {error}") from error
+            unverified = error if isinstance(error, ssl.SSLCertVerificationError) else error.__cause__
+            if isinstance(unverified, ssl.SSLCertVerificationError):
+                return Outcome.broken(f"the TLS certificate of {self._server.host} could not be "
+                                      f"verified: {unverified.verify_message}")
+            return Outcome.retry(f"cannot reach {self._server.host}:{self._server.port}: {error}")
         return client
 
     async def _discard(self, session: _Session) -> None:

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from sendrail.errors import ConnectionBroken
+from sendrail.delivery.outcome import OutcomeKind
+from sendrail.delivery.transport import OutgoingMessage
 from sendrail.events import SmtpServer
 from sendrail.mail.oauth import AccessTokenSource, TokenEndpoint
 from sendrail.mail.smtp import PasswordAuth, SmtpTransport, XOAuth2Auth
@@ -52,8 +53,9 @@ async def test_an_unknown_certificate_authority_is_refused(mail: MailSandbox) ->
     untrusting = client_tls_context(TlsSettings())  # the system's CAs only
     transport = _transport(mail, "custom_smtp", PasswordAuth("tls@example.com", "pw"), untrusting)
 
-    with pytest.raises(ConnectionBroken, match="certificate"):
-        await transport.send("tls@example.com", ["lee@example.org"], _message("tls@example.com", "t1"))
+    outcome = await transport.send(OutgoingMessage("tls@example.com", ["lee@example.org"],
+                                                   _message("tls@example.com", "t1")))
+    assert outcome.kind is OutcomeKind.BROKEN and "certificate" in (outcome.reason or "")
     assert not any(e.mail_from == "tls@example.com" for e in mail.received("custom_smtp"))
 
 
@@ -61,9 +63,9 @@ async def test_a_wrong_password_breaks_the_connection(mail: MailSandbox, trusted
     mail.add_password_user("custom_smtp", "pw@example.com", "right")
     transport = _transport(mail, "custom_smtp", PasswordAuth("pw@example.com", "wrong"), trusted)
 
-    with pytest.raises(ConnectionBroken) as raised:
-        await transport.send("pw@example.com", ["lee@example.org"], _message("pw@example.com", "t2"))
-    assert raised.value.reply_code == 535
+    outcome = await transport.send(OutgoingMessage("pw@example.com", ["lee@example.org"],
+                                                   _message("pw@example.com", "t2")))
+    assert outcome.kind is OutcomeKind.BROKEN and outcome.reply_code == 535
 
 
 async def test_sessions_are_reused_and_capped(mail: MailSandbox, trusted: ssl.SSLContext,
@@ -77,12 +79,12 @@ async def test_sessions_are_reused_and_capped(mail: MailSandbox, trusted: ssl.SS
     # Ten at once: Exchange Online refuses a fourth concurrent session (432 4.3.2), so this
     # passes only if the transport never opens more than three.
     replies = await asyncio.gather(*(
-        transport.send(address, ["lee@example.org"], _message(address, f"cap{i}")) for i in range(10)))
+        transport.send(OutgoingMessage(address, ["lee@example.org"], _message(address, f"cap{i}"))) for i in range(10)))
 
-    assert all(reply.code == 250 for reply in replies)
+    assert all(reply.kind is OutcomeKind.SENT and reply.reply_code == 250 for reply in replies)
     assert 1 <= transport.idle_sessions <= 3
     before = transport.idle_sessions
-    await transport.send(address, ["lee@example.org"], _message(address, "again"))
+    await transport.send(OutgoingMessage(address, ["lee@example.org"], _message(address, "again")))
     assert transport.idle_sessions == before  # a kept session was used, none was added
     await transport.close()
     assert transport.idle_sessions == 0
@@ -97,7 +99,7 @@ async def test_recipients_over_the_providers_limit_are_reported_refused(
     transport = _transport(mail, "gmail", XOAuth2Auth(address, tokens), trusted)
     recipients = [f"r{i}@example.org" for i in range(101)]
 
-    reply = await transport.send(address, recipients, _message(address, "many"))
+    reply = await transport.send(OutgoingMessage(address, recipients, _message(address, "many")))
 
     # Gmail takes 100 recipients over SMTP and answers 452 4.5.3 to the next one; the
     # sender refuses such messages before sending, and this shows why.
@@ -112,7 +114,7 @@ async def test_a_sent_message_arrives_unchanged(mail: MailSandbox, trusted: ssl.
     transport = _transport(mail, "team_smtp", PasswordAuth("team@example.com", "pw"), trusted)
     raw = _message("team@example.com", "exact")
 
-    await transport.send("team@example.com", ["lee@example.org"], raw)
+    await transport.send(OutgoingMessage("team@example.com", ["lee@example.org"], raw))
 
     received = [e for e in mail.received("team_smtp") if b"exact@example.com" in e.content]
     assert len(received) == 1

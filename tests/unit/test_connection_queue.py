@@ -19,7 +19,7 @@ def routed(n: int) -> EmailRouted:
 
 
 def test_only_the_first_messages_stay_decoded() -> None:
-    queue = ConnectionQueue(0, loaded_limit=2)
+    queue = ConnectionQueue(loaded_limit=2)
     for offset in (10, 11, 12, 13):
         queue.push(offset, routed(offset))
     assert len(queue) == 4 and queue.loaded == 2
@@ -28,7 +28,7 @@ def test_only_the_first_messages_stay_decoded() -> None:
 
 
 def test_references_are_loaded_in_order_as_room_frees() -> None:
-    queue = ConnectionQueue(0, loaded_limit=2)
+    queue = ConnectionQueue(loaded_limit=2)
     for offset in (10, 11, 12, 13, 14):
         queue.push(offset, routed(offset))
     assert queue.pop().offset == 10
@@ -45,7 +45,7 @@ def test_references_are_loaded_in_order_as_room_frees() -> None:
 
 
 def test_a_message_pushed_while_references_wait_becomes_a_reference() -> None:
-    queue = ConnectionQueue(0, loaded_limit=1)
+    queue = ConnectionQueue(loaded_limit=1)
     queue.push(1, routed(1))
     queue.push(2, routed(2))
     queue.pop()
@@ -54,7 +54,7 @@ def test_a_message_pushed_while_references_wait_becomes_a_reference() -> None:
 
 
 def test_a_repeated_attempt_goes_back_to_the_head() -> None:
-    queue = ConnectionQueue(0, loaded_limit=2)
+    queue = ConnectionQueue(loaded_limit=2)
     queue.push(1, routed(1))
     queue.push(2, routed(2))
     item = queue.pop()
@@ -63,7 +63,7 @@ def test_a_repeated_attempt_goes_back_to_the_head() -> None:
 
 
 def test_unreadable_references_are_dropped() -> None:
-    queue = ConnectionQueue(0, loaded_limit=1)
+    queue = ConnectionQueue(loaded_limit=1)
     for offset in (1, 2, 3):
         queue.push(offset, routed(offset))
     queue.drop_references({2})

@@ -1,28 +1,16 @@
-"""What providers' SMTP replies mean (PRODUCT.md section 3), and the errors they become."""
+"""What providers' SMTP replies mean (PRODUCT.md section 3), and the outcomes they become."""
 
 from __future__ import annotations
 
 import pytest
 
-from sendrail.errors import (
-    ConnectionBroken,
-    DeliveryError,
-    PermanentError,
-    QuotaExceeded,
-    TransientError,
-)
-from sendrail.mail.replies import (
-    GENERIC_RULES,
-    ReplyAction,
-    ReplyRule,
-    classify_reply,
-    error_for_reply,
-)
+from sendrail.delivery.outcome import OutcomeKind
+from sendrail.mail.replies import GENERIC_RULES, ReplyRule, classify_reply, outcome_for_reply
 from sendrail.services.sender_exchange.replies import EXCHANGE_ONLINE_RULES
 from sendrail.services.sender_gmail.replies import GMAIL_RULES
 
-RETRY, PAUSE, BROKEN, REJECT = (ReplyAction.RETRY, ReplyAction.PAUSE, ReplyAction.BROKEN,
-                                ReplyAction.REJECT)
+RETRY, PAUSE, BROKEN, REJECT = (OutcomeKind.RETRY, OutcomeKind.PAUSE, OutcomeKind.BROKEN,
+                                OutcomeKind.FAILED)
 
 # Gmail's replies as its servers write them: the enhanced code opens each line, and the
 # last line ends with a session id and "- gsmtp" (aiosmtplib joins lines with "\n").
@@ -80,13 +68,13 @@ EXCHANGE_REPLIES = [
 
 @pytest.mark.parametrize(("code", "text", "action"), GMAIL_REPLIES,
                          ids=[f"{c} {t[:40]}" for c, t, _ in GMAIL_REPLIES])
-def test_gmail_replies(code: int, text: str, action: ReplyAction) -> None:
+def test_gmail_replies(code: int, text: str, action: OutcomeKind) -> None:
     assert classify_reply(code, text, GMAIL_RULES).action is action
 
 
 @pytest.mark.parametrize(("code", "text", "action"), EXCHANGE_REPLIES,
                          ids=[f"{c} {t[:40]}" for c, t, _ in EXCHANGE_REPLIES])
-def test_exchange_online_replies(code: int, text: str, action: ReplyAction) -> None:
+def test_exchange_online_replies(code: int, text: str, action: OutcomeKind) -> None:
     assert classify_reply(code, text, EXCHANGE_ONLINE_RULES).action is action
 
 
@@ -128,7 +116,7 @@ GENERIC_REPLIES = [
 
 @pytest.mark.parametrize(("code", "text", "action"), GENERIC_REPLIES,
                          ids=[f"{c} {t[:40]}" for c, t, _ in GENERIC_REPLIES])
-def test_generic_replies(code: int, text: str, action: ReplyAction) -> None:
+def test_generic_replies(code: int, text: str, action: OutcomeKind) -> None:
     assert classify_reply(code, text).action is action
 
 
@@ -137,7 +125,7 @@ def test_generic_replies(code: int, text: str, action: ReplyAction) -> None:
 @pytest.mark.parametrize(("code", "action"), [(421, RETRY), (499, RETRY), (450, RETRY),
                                               (500, REJECT), (550, REJECT), (599, REJECT)])
 def test_unknown_replies_fall_back_to_their_code_class(table: tuple[ReplyRule, ...], code: int,
-                                                       action: ReplyAction) -> None:
+                                                       action: OutcomeKind) -> None:
     matched = classify_reply(code, "something nobody has seen before", table)
     assert matched.action is action
     assert matched.meaning
@@ -155,35 +143,24 @@ def test_generic_rules_are_all_specific_to_a_code() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "text", "table", "error_type"),
+    ("code", "text", "table", "kind"),
     [
-        (421, "4.7.0 Try again later, closing connection. - gsmtp", GMAIL_RULES, TransientError),
-        (550, "5.4.5 Daily user sending quota exceeded. - gsmtp", GMAIL_RULES, QuotaExceeded),
-        (535, "5.7.8 Username and Password not accepted. - gsmtp", GMAIL_RULES, ConnectionBroken),
+        (421, "4.7.0 Try again later, closing connection. - gsmtp", GMAIL_RULES, RETRY),
+        (550, "5.4.5 Daily user sending quota exceeded. - gsmtp", GMAIL_RULES, PAUSE),
+        (535, "5.7.8 Username and Password not accepted. - gsmtp", GMAIL_RULES, BROKEN),
         (550, "5.1.1 The email account that you tried to reach does not exist. - gsmtp",
-         GMAIL_RULES, PermanentError),
-        (554, "5.2.2 mailbox full; QuotaExceededException", EXCHANGE_ONLINE_RULES, QuotaExceeded),
+         GMAIL_RULES, REJECT),
+        (554, "5.2.2 mailbox full; QuotaExceededException", EXCHANGE_ONLINE_RULES, PAUSE),
         (550, "5.7.30 Basic authentication is not supported for Client Submission.",
-         EXCHANGE_ONLINE_RULES, ConnectionBroken),
-        (451, "4.3.0 Temporary failure", (), TransientError),
-        (554, "5.6.0 Corrupt message content", (), PermanentError),
+         EXCHANGE_ONLINE_RULES, BROKEN),
+        (451, "4.3.0 Temporary failure", (), RETRY),
+        (554, "5.6.0 Corrupt message content", (), REJECT),
     ],
 )
-def test_error_for_reply(code: int, text: str, table: tuple[ReplyRule, ...],
-                         error_type: type[DeliveryError]) -> None:
-    error = error_for_reply(code, text, table)
-    assert type(error) is error_type
-    assert error.reply_code == code
-    assert error.reply_text == text
-    assert error.reason == classify_reply(code, text, table).meaning
-    assert str(error) == error.reason
-
-
-def test_a_quota_pause_is_transient_and_a_broken_connection_is_not() -> None:
-    """The send loop retries TransientError; a quota waits, a broken connection must not retry."""
-    assert isinstance(error_for_reply(550, "5.4.5 Daily user sending quota exceeded",
-                                      GMAIL_RULES), TransientError)
-    broken = error_for_reply(535, "5.7.3 Authentication unsuccessful", EXCHANGE_ONLINE_RULES)
-    assert not isinstance(broken, TransientError | PermanentError)
-    rejected = error_for_reply(550, "5.1.1 user unknown")
-    assert not isinstance(rejected, TransientError)
+def test_outcome_for_reply(code: int, text: str, table: tuple[ReplyRule, ...],
+                           kind: OutcomeKind) -> None:
+    outcome = outcome_for_reply(code, text, table)
+    assert outcome.kind is kind
+    assert outcome.reply_code == code
+    assert outcome.reply_text == text
+    assert outcome.reason == classify_reply(code, text, table).meaning

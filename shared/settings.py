@@ -88,7 +88,12 @@ class SenderSettings(BaseSettings):
     session_idle_s: Age_s = 30.0
     """Reuse an SMTP session only if it was used this recently (servers drop idle ones)."""
     retry_backoff_base_s: Wait_s = 1.0
-    retry_backoff_max_s: Wait_s = 60.0
+    retry_backoff_max_s: Annotated[float, Field(gt=0, le=_DAY_S, allow_inf_nan=False)] = 60.0
+    """At most a day: a connection looks at its queue at least daily (see max_queued_age_s)."""
+    max_queued_age_s: Annotated[float, Field(gt=0, le=5 * _DAY_S, allow_inf_nan=False)] = 3 * _DAY_S
+    """A message still unsent this long after it was routed (throttled, or retried after
+    temporary failures) fails as expired. At most 5 days: with at most a day more until its
+    connection looks again, it is failed before the outbound topics' 7-day retention."""
     commit_interval_s: Interval_s = 1.0
     loaded_per_connection: Annotated[int, Field(ge=1, le=10_000)] = 50
     """Messages per connection kept decoded in memory; the rest of a backlog stays in Kafka."""
@@ -96,12 +101,15 @@ class SenderSettings(BaseSettings):
     """Stop reading ahead past this many queued messages (each costs a few dozen bytes)."""
     messages_per_session_turn: Annotated[int, Field(ge=1, le=1_000)] = 4
     """How many messages one SMTP session takes per turn of its connection."""
-    quota_probe_s: Wait_s = 3600.0
+    quota_probe_s: Annotated[float, Field(gt=0, le=_DAY_S, allow_inf_nan=False)] = 3600.0
     """After a quota reply the history does not explain (mail sent outside sendrail), try again
     after this long."""
     held_expiry_s: Wait_s = 3 * 24 * 3600.0
-    """Mail held for a broken connection fails after this long."""
+    """Mail held for a broken connection fails this long after it was routed."""
     held_recheck_s: Interval_s = 30.0
+    """How often the router looks over the held mail it keeps: what expired fails, and a
+    connection found healthy without a registry change saying so (a deleted health record)
+    gets its mail back. A reconnect announced in the registry releases mail at once."""
 
 
 class WatcherSettings(BaseSettings):

@@ -38,21 +38,39 @@ REGISTRY = Topic(
     "one record type per value, chosen by its `record` field; the latest per key is the state.",
     partitions=1, compacted=True,
 )
-OUTBOUND_GMAIL = Topic(
-    "sendrail.outbound.gmail", events.EmailRouted, "tenant_id/connection_id",
-    "Emails routed to Gmail connections.",
-)
-OUTBOUND_EXCHANGE = Topic(
-    "sendrail.outbound.exchange", events.EmailRouted, "tenant_id/connection_id",
-    "Emails routed to Exchange Online connections.",
-)
-OUTBOUND_SMTP = Topic(
-    "sendrail.outbound.smtp", events.EmailRouted, "tenant_id/connection_id",
-    "Emails routed to SMTP servers: custom, team, on-premises Exchange and legacy.",
-)
+_DAY_MS = 24 * 3600 * 1000
+
+OUTBOUND_RETENTION_MS = 7 * _DAY_MS
+"""Past the longest a queued message can wait: a sender fails it as expired after
+`SenderSettings.max_queued_age_s` (at most 5 days), at the latest a day later, when its
+connection next looks at its queue (no wait of a daily window, pause or backoff is longer)."""
+
+
+def _outbound(name: str, purpose: str) -> Topic:
+    return Topic(name, events.EmailRouted, "tenant_id/connection_id", purpose,
+                 configs={"retention.ms": str(OUTBOUND_RETENTION_MS)})
+
+
+OUTBOUND_GMAIL = _outbound("sendrail.outbound.gmail", "Emails routed to Gmail connections.")
+OUTBOUND_EXCHANGE = _outbound("sendrail.outbound.exchange",
+                              "Emails routed to Exchange Online connections.")
+OUTBOUND_SMTP = _outbound(
+    "sendrail.outbound.smtp",
+    "Emails routed to SMTP servers: custom, team, on-premises Exchange and legacy.")
 HELD = Topic(
     "sendrail.held", events.EmailRouted, "tenant_id/connection_id",
     "Emails waiting for a broken connection to be reconnected (or to expire).",
+)
+HELD_WAITING = Topic(
+    "sendrail.held.waiting", TableEntry,
+    "tenant_id/connection_id + offset on sendrail.held, binary (see services/router/held.py)",
+    "The changelog of the router's table of held mail, on the partition number of the held "
+    "record: each email waiting for its connection, until it is released or expires.",
+    partitions=HELD.partitions, compacted=True,
+    # One-day segments: compaction can drop released mail a day or two after it went, not
+    # when a 7-day segment is full. Tombstones are kept a week, for a replica that gets a
+    # partition back and catches up from where its copy stopped.
+    configs={"segment.ms": str(_DAY_MS), "delete.retention.ms": str(7 * _DAY_MS)},
 )
 DELIVERY = Topic(
     "sendrail.delivery", events.DeliveryEvent, "send_id",
@@ -87,7 +105,6 @@ THROTTLE_STATE = Topic(
 
 SEND_ID_RETENTION_MS = 7 * 24 * 3600 * 1000
 """How long a sender remembers a finished send: the same request again within it is not sent."""
-_DAY_MS = 24 * 3600 * 1000
 
 
 def _finished_sends(outbound: Topic) -> Topic:
@@ -113,8 +130,8 @@ SEND_IDS_BY_OUTBOUND = {
 }
 
 ALL_TOPICS = (
-    REQUESTS, REGISTRY, OUTBOUND_GMAIL, OUTBOUND_EXCHANGE, OUTBOUND_SMTP, HELD, DELIVERY,
-    BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS, THROTTLE_STATE, SUPPRESSION,
+    REQUESTS, REGISTRY, OUTBOUND_GMAIL, OUTBOUND_EXCHANGE, OUTBOUND_SMTP, HELD, HELD_WAITING,
+    DELIVERY, BOUNCES, DEAD_LETTER, WATCHER_CHECKPOINTS, THROTTLE_STATE, SUPPRESSION,
     OUTBOUND_GMAIL_SEND_IDS, OUTBOUND_EXCHANGE_SEND_IDS, OUTBOUND_SMTP_SEND_IDS,
 )
 

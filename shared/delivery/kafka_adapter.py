@@ -243,14 +243,14 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             record = record_at((partition, offset)) or _refetched(
                 self._policy.topic.name, None, (partition, offset), {})
             stage_dead_letter(publisher, record, unusable, consumer=self._policy.service, now=now)
-        for routed in outbox.held:
-            publisher.stage(HELD, routed, key=connection_key(routed.request.tenant_id,
-                                                             routed.connection_id))
-        for health in outbox.health:
+        for health in outbox.health:  # before the held mail: the router must see it broken
             self._registry.view.apply(registry_key(health), health)  # the rest of the queue waits too
             publisher.stage(REGISTRY, health, key=registry_key(health).encode())
             log.warning("connection broken", tenant=health.tenant_id,
                         connection=health.connection_id, reason=health.reason)
+        for routed in outbox.held:
+            publisher.stage(HELD, routed, key=connection_key(routed.request.tenant_id,
+                                                             routed.connection_id))
         for state in outbox.states:
             self._states.save_with(publisher, state)
         for finished in outbox.finished:

@@ -1,15 +1,17 @@
 """A table's changelog topic, read back: from Kafka, and in memory for tests.
 
 Writing goes through the caller's `Publisher` (`ChangelogSink`), so that a changelog
-record is acknowledged with the events of the batch that wrote it.
+record is acknowledged with the events of the batch that wrote it. A `Publisher` stages
+values only; deletions (tombstones) go through a `ChangelogWriter`, confirmed on their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sendrail.bus.clients import make_consumer
 from sendrail.settings import KafkaSettings
@@ -70,6 +72,31 @@ class KafkaChangelogReader:
         return {partition: ends[tp] for partition, tp in wanted.items()}
 
 
+class ChangelogWriter:
+    """A table's changelog records, tombstones included, straight to a producer on the partition
+    the table chose, and confirmed together: for a table owner that deletes only once what it
+    published before is acknowledged (at-least-once), e.g. mail taken out of a table once its
+    copies elsewhere are stored."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._staged: list[tuple[str, int, bytes, bytes | None]] = []
+
+    def stage_at(self, topic_name: str, partition: int, key: bytes, value: bytes) -> None:
+        self._staged.append((topic_name, partition, key, value))
+
+    def stage_tombstone_at(self, topic_name: str, partition: int, key: bytes) -> None:
+        self._staged.append((topic_name, partition, key, None))
+
+    async def confirm(self) -> None:
+        """Send what is staged, in order per partition, and wait until the broker has it all."""
+        staged, self._staged = self._staged, []
+        pending = [await self._producer.send(topic_name, value, key=key, partition=partition)
+                   for topic_name, partition, key, value in staged]
+        if pending:
+            await asyncio.gather(*pending)
+
+
 class MemoryChangelog:
     """A changelog topic in memory: a table's sink and reader at once. Tests also append
     records no table would write, to see what recovery does with them."""
@@ -84,6 +111,11 @@ class MemoryChangelog:
         if topic_name != self.topic_name:
             raise ValueError(f"{topic_name} is not this changelog ({self.topic_name})")
         self.append(partition, key, value)
+
+    def stage_tombstone_at(self, topic_name: str, partition: int, key: bytes) -> None:
+        if topic_name != self.topic_name:
+            raise ValueError(f"{topic_name} is not this changelog ({self.topic_name})")
+        self.append(partition, key, None)
 
     def append(self, partition: int, key: bytes | None, value: bytes | None) -> None:
         records = self.records[partition]

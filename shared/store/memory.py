@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Set
 
 from sendrail.store.entry import decode_entry, encode_entry
-from sendrail.store.protocol import ChangelogReader, ChangelogRecord, ChangelogSink, PartitionNotAssigned
+from sendrail.store.protocol import (
+    ChangelogReader,
+    ChangelogRecord,
+    ChangelogSink,
+    PartitionNotAssigned,
+    TombstoneSink,
+    key_range,
+)
 from sendrail.store.recovery import SkippedRecords, changes
 
 
@@ -63,6 +70,23 @@ class MemoryTable:
         entry = encode_entry(value, now_ms)
         entries[key] = (now_ms, value)
         publisher.stage_at(self.changelog_topic, partition, key, entry)
+
+    def delete(self, partition: int, key: bytes, publisher: TombstoneSink) -> None:
+        self._partition(partition).pop(key, None)
+        publisher.stage_tombstone_at(self.changelog_topic, partition, key)
+
+    def items(self, partition: int, now_ms: int, *, prefix: bytes = b"", start: bytes | None = None,
+              stop: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        entries = self._partition(partition)
+        lower, upper = key_range(prefix, start, stop)
+        found: list[tuple[bytes, bytes]] = []
+        for key in sorted(k for k in entries if k >= lower and (upper is None or k < upper)):
+            if limit is not None and len(found) >= limit:
+                break
+            written_ms, value = entries[key]
+            if now_ms - written_ms < self.retention_ms:
+                found.append((key, value))
+        return found
 
     def expire(self, now_ms: int, *, max_entries: int | None = None) -> int:
         cutoff_ms = now_ms - self.retention_ms

@@ -41,6 +41,13 @@ class ChangelogSink(Protocol):
     def stage_at(self, topic_name: str, partition: int, key: bytes, value: bytes) -> None: ...
 
 
+class TombstoneSink(Protocol):
+    """Where a table stages the deletion of a key: a record without a value, which compaction
+    then removes from the changelog with every earlier record of the key."""
+
+    def stage_tombstone_at(self, topic_name: str, partition: int, key: bytes) -> None: ...
+
+
 class ChangelogReader(Protocol):
     async def start(self) -> None: ...
 
@@ -78,7 +85,38 @@ class PartitionedTable(Protocol):
         """Write locally and stage the changelog record on the same partition number."""
         ...
 
+    def delete(self, partition: int, key: bytes, publisher: TombstoneSink) -> None:
+        """Delete locally and stage the tombstone on the same partition number (also for a key
+        that is not there: deleting is idempotent)."""
+        ...
+
+    def items(self, partition: int, now_ms: int, *, prefix: bytes = b"", start: bytes | None = None,
+              stop: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """(key, value) of the entries whose key starts with `prefix`, is at least `start` and
+        below `stop`, in the order of the keys' bytes; at most `limit`. Like `get`, it leaves
+        out entries written `retention_ms` or more ago."""
+        ...
+
     def expire(self, now_ms: int, *, max_entries: int | None = None) -> int:
         """Delete the assigned partitions' entries `retention_ms` or more old (at most
-        `max_entries`, so a caller can yield between rounds); returns how many went."""
+        `max_entries`, so a caller can yield between rounds); returns how many went. Locally
+        only: the changelog forgets them by its own retention."""
         ...
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with `prefix` (None: there is none, the
+    prefix is empty or all 0xff)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def key_range(prefix: bytes, start: bytes | None, stop: bytes | None) -> tuple[bytes, bytes | None]:
+    """The keys `items` reads, as [lower, upper): `upper` None is unbounded."""
+    lower = max(prefix, start) if start is not None else prefix
+    end = prefix_end(prefix) if prefix else None
+    if stop is not None:
+        end = stop if end is None else min(end, stop)
+    return lower, end

@@ -8,7 +8,8 @@ Each partition's database has two column families:
 so `expire` reads only what is old enough to go, however many entries there are, and
 point lookups consult bloom filters of the entries alone. A key written again leaves
 its older expiry key behind; `expire` deletes an entry only through the expiry key of
-its own write time, and drops stale expiry keys as it passes them.
+its own write time, and drops stale expiry keys as it passes them. A deleted key takes
+its expiry key with it.
 
 The database is a cache of the changelog, never the only copy: it has no write-ahead
 log, a new process starts empty and recovers from the changelog, and a partition
@@ -26,7 +27,14 @@ import rocksdict
 import structlog
 
 from sendrail.store.entry import HEADER_BYTES, encode_entry, written_at_ms
-from sendrail.store.protocol import ChangelogReader, ChangelogRecord, ChangelogSink, PartitionNotAssigned
+from sendrail.store.protocol import (
+    ChangelogReader,
+    ChangelogRecord,
+    ChangelogSink,
+    PartitionNotAssigned,
+    TombstoneSink,
+    key_range,
+)
 from sendrail.store.recovery import SkippedRecords, changes
 from sendrail.store.state_dir import ProcessStateDir
 
@@ -163,6 +171,36 @@ class RocksTable:
         tables.db.put(key, entry, self._write)
         publisher.stage_at(self.changelog_topic, partition, key, entry)
 
+    def delete(self, partition: int, key: bytes, publisher: TombstoneSink) -> None:
+        tables = self._partition(partition)
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        stored = tables.db.get(key)
+        if stored is not None:
+            batch.delete(_TIME.pack(written_at_ms(stored)) + key, tables.expiry_handle)
+        batch.delete(key)
+        tables.db.write(batch, self._write)
+        publisher.stage_tombstone_at(self.changelog_topic, partition, key)
+
+    def items(self, partition: int, now_ms: int, *, prefix: bytes = b"", start: bytes | None = None,
+              stop: bytes | None = None, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        tables = self._partition(partition)
+        lower, upper = key_range(prefix, start, stop)
+        if upper is not None and lower >= upper:
+            return []
+        read = rocksdict.ReadOptions()  # holds the bound: it must outlive the cursor
+        if upper is not None:
+            read.set_iterate_upper_bound(upper)
+        cursor = tables.db.iter(read)
+        cursor.seek(lower)
+        found: list[tuple[bytes, bytes]] = []
+        while cursor.valid() and (limit is None or len(found) < limit):
+            raw: bytes = cursor.value()
+            if now_ms - written_at_ms(raw) < self.retention_ms:
+                found.append((bytes(cursor.key()), bytes(raw[HEADER_BYTES:])))
+            cursor.next()
+        del cursor
+        return found
+
     def expire(self, now_ms: int, *, max_entries: int | None = None) -> int:
         cutoff_ms = now_ms - self.retention_ms
         if cutoff_ms < 0:
@@ -230,10 +268,18 @@ class RocksTable:
     def _apply(self, partition: int, records: list[ChangelogRecord]) -> None:
         tables = self._partitions[partition]
         batch = rocksdict.WriteBatch(raw_mode=True)
+        written: dict[bytes, int] = {}
+        """This batch's write times, which the database does not show before the batch is written."""
         for change in changes(partition, records, self.skipped):
             if change.entry is None:
+                at_ms = written.pop(change.key, None)
+                if at_ms is None and (stored := tables.db.get(change.key)) is not None:
+                    at_ms = written_at_ms(stored)
+                if at_ms is not None:
+                    batch.delete(_TIME.pack(at_ms) + change.key, tables.expiry_handle)
                 batch.delete(change.key)
             else:
+                written[change.key] = change.written_at_ms
                 batch.put(_TIME.pack(change.written_at_ms) + change.key, b"", tables.expiry_handle)
                 batch.put(change.key, change.entry)
         tables.db.write(batch, self._write)

@@ -7,20 +7,22 @@ from exactly the records the test put there.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from sendrail.store.changelog import MemoryChangelog
+from sendrail.store.changelog import ChangelogWriter, MemoryChangelog
 from sendrail.store.entry import decode_entry, encode_entry
 from sendrail.store.memory import MemoryTable
-from sendrail.store.protocol import PartitionedTable, PartitionNotAssigned
+from sendrail.store.protocol import PartitionedTable, PartitionNotAssigned, prefix_end
 from sendrail.store.recovery import LOGGED_PER_RECOVERY
 from sendrail.store.rocks import RocksTable
 from sendrail.store.state_dir import CREATING_GRACE_S, LOCK_FILE, ProcessStateDir, remove_dead
@@ -160,6 +162,127 @@ async def test_expire_before_the_first_retention_deletes_nothing(harness: Harnes
 
     assert harness.table.expire(10) == 0
     assert harness.table.get(0, b"send-1", 10) == b""
+
+
+# --- iterating and deleting --------------------------------------------------------------
+
+
+async def test_items_come_in_key_order_within_a_prefix_and_bounds(harness: Harness) -> None:
+    table = harness.table
+    await table.assign({0, 1})
+    for key in (b"b/2", b"a/9", b"b/1", b"b", b"c/1", b"b/3", b"b\xff"):
+        table.put(0, key, key.upper(), T0, harness.changelog)
+    table.put(1, b"b/0", b"elsewhere", T0, harness.changelog)
+
+    assert [k for k, _ in table.items(0, T0, prefix=b"b/")] == [b"b/1", b"b/2", b"b/3"]
+    assert table.items(0, T0, prefix=b"b/", limit=2) == [(b"b/1", b"B/1"), (b"b/2", b"B/2")]
+    assert [k for k, _ in table.items(0, T0, prefix=b"b/", start=b"b/2")] == [b"b/2", b"b/3"]
+    assert [k for k, _ in table.items(0, T0, prefix=b"b/", stop=b"b/3")] == [b"b/1", b"b/2"]
+    assert [k for k, _ in table.items(0, T0, prefix=b"b")] == [b"b", b"b/1", b"b/2", b"b/3", b"b\xff"]
+    assert [k for k, _ in table.items(0, T0, start=b"b/3", stop=b"c/1")] == [b"b/3", b"b\xff"]
+    assert len(table.items(0, T0)) == 7
+    assert table.items(0, T0, prefix=b"b/", start=b"c") == []
+    assert table.items(0, T0, prefix=b"z") == []
+    assert table.items(1, T0, prefix=b"b/") == [(b"b/0", b"elsewhere")]
+
+
+async def test_items_leave_out_what_is_past_the_retention(harness: Harness) -> None:
+    table = harness.table
+    await table.assign({0})
+    table.put(0, b"k/old", b"", T0, harness.changelog)
+    table.put(0, b"k/new", b"", T0 + DAY_MS, harness.changelog)
+
+    assert [k for k, _ in table.items(0, T0 + RETENTION_MS, prefix=b"k/")] == [b"k/new"]
+    assert table.items(0, T0 + RETENTION_MS, prefix=b"k/", limit=1) == [(b"k/new", b"")]
+
+
+async def test_delete_stages_a_tombstone_on_its_partition_and_is_idempotent(harness: Harness) -> None:
+    table = harness.table
+    await table.assign({0, 3})
+    table.put(3, b"k/1", b"v", T0, harness.changelog)
+    table.put(3, b"k/2", b"v", T0, harness.changelog)
+
+    table.delete(3, b"k/1", harness.changelog)
+    table.delete(3, b"k/never", harness.changelog)
+
+    assert table.get(3, b"k/1", T0) is None
+    assert [k for k, _ in table.items(3, T0)] == [b"k/2"]
+    assert [(r.key, r.value) for r in harness.changelog.records[3][2:]] == [(b"k/1", None), (b"k/never", None)]
+    assert harness.changelog.records[0] == []
+    assert table.expire(T0 + RETENTION_MS) == 1  # only k/2 was left to expire
+    with pytest.raises(PartitionNotAssigned):
+        table.delete(1, b"k/2", harness.changelog)
+    with pytest.raises(PartitionNotAssigned):
+        table.items(1, T0)
+
+
+async def test_a_deletion_is_recovered_from_the_changelog(harness: Harness) -> None:
+    await harness.table.assign({0})
+    for n in range(3):
+        harness.table.put(0, f"k/{n}".encode(), b"v", T0, harness.changelog)
+    harness.table.delete(0, b"k/1", harness.changelog)
+    await harness.table.stop()
+
+    restarted = harness.new_table()
+    await restarted.start()
+    try:
+        await restarted.assign({0})
+        assert [k for k, _ in restarted.items(0, T0)] == [b"k/0", b"k/2"]
+    finally:
+        await restarted.stop()
+
+
+async def test_rocks_deletes_take_their_expiry_keys_with_them(tmp_path: Path) -> None:
+    """Else every deleted entry would leave a key behind until its retention passed."""
+    changelog = MemoryChangelog(TOPIC)
+    table = make_table("rocks", changelog, tmp_path)
+    await table.start()
+    assert isinstance(table, RocksTable)
+    try:
+        await table.assign({0})
+        table.put(0, b"k/1", b"v", T0, changelog)
+        table.put(0, b"k/2", b"v", T0, changelog)
+        table.delete(0, b"k/1", changelog)
+        assert len(list(table._partitions[0].expiry.keys())) == 1
+        table.revoke({0})
+        changelog.append(0, b"k/3", encode_entry(b"v", T0))
+        changelog.append(0, b"k/3", None)                  # written and deleted in one batch
+        changelog.append(0, b"k/2", None)                  # deleted after an earlier batch
+        await table.assign({0})
+        assert list(table._partitions[0].expiry.keys()) == []
+        assert table.items(0, T0) == []
+    finally:
+        await table.stop()
+
+
+async def test_the_changelog_writer_sends_tombstones_on_the_chosen_partition_in_order() -> None:
+    class Producer:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, bytes | None, bytes, int]] = []
+
+        async def send(self, topic: str, value: bytes | None, *, key: bytes, partition: int) -> Any:
+            self.sent.append((topic, value, key, partition))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    producer = Producer()
+    writer = ChangelogWriter(producer)  # type: ignore[arg-type]
+    writer.stage_at(TOPIC, 4, b"k/1", b"v")
+    writer.stage_tombstone_at(TOPIC, 4, b"k/1")
+    assert producer.sent == []  # nothing before `confirm`
+
+    await writer.confirm()
+    await writer.confirm()
+
+    assert producer.sent == [(TOPIC, b"v", b"k/1", 4), (TOPIC, None, b"k/1", 4)]
+
+
+@pytest.mark.parametrize(("prefix", "end"), [
+    (b"a", b"b"), (b"a/c\x00", b"a/c\x01"), (b"a\xff", b"b"), (b"\xff\xff", None), (b"", None),
+])
+def test_the_end_of_a_prefix_is_the_first_key_past_it(prefix: bytes, end: bytes | None) -> None:
+    assert prefix_end(prefix) == end
 
 
 # --- recovery ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sendrail.errors import ConfigurationError
 from sendrail.service import configure_logging
 from sendrail.topics import REQUESTS
 
-BENCHMARKS = ["throttle", "bounces", "router", "smtp", "memory", "hostile", "dedup"]
+BENCHMARKS = ["throttle", "bounces", "router", "smtp", "memory", "mailboxes", "hostile", "dedup"]
 MAX_MESSAGES = 10_000_000
 """A hundred times the router's default run: larger runs measure the disk, not sendrail."""
 MAX_SESSIONS = 256
@@ -30,6 +30,7 @@ async def bench(args: argparse.Namespace) -> int:
     from sendrail.sandbox.bench.bounces import parse_throughput, watcher_latency
     from sendrail.sandbox.bench.dedup import DedupBench, run_dedup_bench
     from sendrail.sandbox.bench.hostile import HostileBench, run_hostile_bench
+    from sendrail.sandbox.bench.mailboxes import MailboxesBench, run_mailboxes_bench
     from sendrail.sandbox.bench.memory import run_memory_bench
     from sendrail.sandbox.bench.router import RouterBench, run_router_bench
     from sendrail.sandbox.bench.smtp import SmtpBench, run_smtp_bench
@@ -54,6 +55,8 @@ async def bench(args: argparse.Namespace) -> int:
         results.update(await run_smtp_bench(smtp))
     if "memory" in chosen:
         results.update(await run_memory_bench(args.backlog))
+    if "mailboxes" in chosen:
+        results.update(await run_mailboxes_bench(MailboxesBench()))
     if "hostile" in chosen:
         results.update(await run_hostile_bench(HostileBench()))
     if "dedup" in chosen:
@@ -86,7 +89,7 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("which", choices=[*BENCHMARKS, "all"], nargs="?", default="all")
     parser.add_argument("--out", type=output_file, help="also write the JSON report here")
     parser.add_argument("--messages", type=number(int, 1, MAX_MESSAGES),
-                        help="messages per run (router: 100,000; smtp: 5,000; dedup: 50,000 by default)")
+                        help="messages per run (router: 100,000; smtp: 20,000; dedup: 50,000 by default)")
     # More routers than the requests topic has partitions would have nothing to read.
     parser.add_argument("--replicas", type=number(int, 1, REQUESTS.partitions), default=1,
                         help=f"router processes in its consumer group, 1 to {REQUESTS.partitions} (router)")

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from sendrail.bus.codec import decode
 from sendrail.bus.dead_letter import Unusable, stage_dead_letter, unusable_for
-from sendrail.bus.publisher import Publisher
+from sendrail.bus.publisher import Acknowledgements, Publisher, acknowledged
 from sendrail.bus.refetch import Refetcher
 from sendrail.delivery.loop import (
     UNTHROTTLED,
@@ -86,6 +86,8 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             settings=loop_settings(settings, transports.sessions_per_connection()))
         self._wake = asyncio.Event()
         self._turns: set[asyncio.Task[None]] = set()
+        self._confirming: set[asyncio.Task[None]] = set()
+        """Outboxes handed to the producer whose acknowledgements are awaited."""
         self._reading_paused = False
         self._assignment_settled = asyncio.Event()
         """Clear while partitions change hands: no turn starts before the state is caught up."""
@@ -233,9 +235,10 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _publish(self, outbox: Outbox,
                        record_at: Callable[[tuple[int, int]], RawRecord | None]) -> None:
-        """Everything the step decided, acknowledged; then its offsets are done. If the broker
-        does not take it, the sender stops and starts again from its committed offsets
-        (at-least-once), rather than commit past it."""
+        """Everything the step decided, handed to the producer; its offsets are done once the
+        broker has acknowledged all of it, which the next turn does not wait for (the commit
+        does). If the broker does not take it, the sender stops and starts again from its
+        committed offsets (at-least-once), rather than commit past it."""
         publisher = self._publisher_factory()
         now = self._clock()
         now_ms = int(now.timestamp() * 1000)
@@ -258,12 +261,18 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         for event in outbox.events:
             publisher.stage(DELIVERY, event, key=str(event.send_id).encode())
             emails_delivered.labels(str(event.channel), event.status.value).inc()
+        pending = await publisher.take_acknowledgements()
+        confirming = asyncio.create_task(self._acknowledge(pending, outbox.done))
+        self._confirming.add(confirming)
+        confirming.add_done_callback(self._confirming.discard)
+
+    async def _acknowledge(self, pending: Acknowledgements, done: list[tuple[int, int]]) -> None:
         try:
-            await publisher.confirm()
+            await acknowledged(pending)
         except Exception as error:
             self._fail(error)
-            raise
-        self.loop.acknowledge(outbox.done)
+            return
+        self.loop.acknowledge(done)
 
     # --- offsets and rebalancing -----------------------------------------------------
 
@@ -313,8 +322,11 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.exception("the connections' books could not be stored", count=len(states))
 
     async def _finish_turns(self) -> None:
+        """The turns under way, and the acknowledgements of what they published."""
         if self._turns:
             await asyncio.gather(*self._turns, return_exceptions=True)
+        if self._confirming:
+            await asyncio.gather(*self._confirming, return_exceptions=True)
 
     def _fail(self, error: BaseException) -> None:
         """A failure the loop cannot confine (the bus, a rebalance): `run` raises it."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sendrail.backoff import backoff_s
 from sendrail.throttle.ledger import US_PER_S, SendLedger, instant_us, last_ms_out, leaves_us
 from sendrail.throttle.policy import ThrottlePolicy
-from sendrail.throttle.schedule import earliest_send_s
+from sendrail.throttle.schedule import check_fits, earliest_send_s
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,20 @@ class ConnectionThrottle:
         """When the next message (with `recipients` recipients) may be tried: once the windows
         have room, the pause is over and the backoff has passed. Raises NeverFits as
         `earliest_send_s` does."""
-        waits = [earliest_send_s(self.policy, self.ledger, recipients, now_s)]
+        if self.policy.limits:
+            waits = [earliest_send_s(self.policy, self.ledger, recipients, now_s)]
+        else:  # nothing to count: only the message's own size can refuse it
+            check_fits(self.policy, recipients)
+            waits = [now_s]
         waits += [t for t in (self.paused_until_s, self.retry_at_s) if t is not None]
         return max(waits)
 
     def sent(self, at_s: float, recipients: int) -> None:
         """The provider accepted a message: remember it, forget what it no longer needs, and
         clear the backoff and the pause (the provider just showed it has room)."""
-        self.ledger.record(at_s, recipients)
-        self.ledger.prune(at_s, self.policy.keep_s)
+        if self.policy.limits:
+            self.ledger.record(at_s, recipients)
+            self.ledger.prune(at_s, self.policy.keep_s)
         self.failed_attempts = 0
         self.retry_at_s = None
         self.paused_until_s = None

@@ -127,7 +127,7 @@ class Sender:
                 await self.turn(key)
 
     async def turn(self, key: tuple[str, str], *, before_sending: Callable[[], None] | None = None) -> None:
-        partition, offsets = self.loop.references_to_load(key)
+        _, offsets = self.loop.references_to_load(key)
         loaded = self.loop.load(key, offsets, {o: self.log[o] for o in offsets}, self.now_s)
         turn = self.loop.plan_turn(key, self.record, self.policy, self.broken, self.now_s, 10_000_000)
         if turn.booked is not None:

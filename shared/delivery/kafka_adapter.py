@@ -162,6 +162,7 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._commit()
             # Send ids past the deduplication window, a bounded slice at a time.
             self._repeats.expire(int(self._now_s() * 1000), max_entries=10_000)
+            await self._transports.close_idle()
 
     def registry_changed(self, record: RegistryRecord) -> None:
         if isinstance(record, ThrottleConfigured | ConnectionConfigured | ConnectionHealthChanged):

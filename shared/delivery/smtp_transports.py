@@ -56,6 +56,14 @@ class SmtpTransports:
             self._transports[version] = transport
         return transport
 
+    async def close_idle(self) -> None:
+        """Idle sessions closed, and the transports left without any forgotten (a new one is
+        made at the connection's next turn)."""
+        for version, transport in list(self._transports.items()):
+            await transport.close_idle()
+            if not transport.idle_sessions and not transport.busy:
+                del self._transports[version]
+
     async def close(self) -> None:
         transports, self._transports = self._transports, {}
         for transport in transports.values():

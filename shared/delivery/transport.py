@@ -65,6 +65,10 @@ class Transports(Protocol):
         """Its transport, or why there cannot be one (stored credentials that cannot be used)."""
         ...
 
+    async def close_idle(self) -> None:
+        """Closes what has not been used for a while: memory stays with the active mailboxes."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -85,6 +89,9 @@ class MemoryTransports:
 
     def transport(self, connection_id: str) -> MemoryTransport:
         return self.by_connection.setdefault(connection_id, MemoryTransport(self.script))
+
+    async def close_idle(self) -> None:
+        """Nothing to close in memory."""
 
     async def close(self) -> None:
         for transport in self.by_connection.values():

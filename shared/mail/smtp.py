@@ -82,8 +82,16 @@ class SmtpTransport:
         self._local_hostname = local_hostname
         self._slots = asyncio.Semaphore(max_sessions)
         self._idle: list[_Session] = []
+        self._sending = 0
 
     async def send(self, message: OutgoingMessage) -> Outcome:
+        self._sending += 1
+        try:
+            return await self._send(message)
+        finally:
+            self._sending -= 1
+
+    async def _send(self, message: OutgoingMessage) -> Outcome:
         async with self._slots:
             session = await self._take_session()
             if isinstance(session, Outcome):
@@ -107,6 +115,11 @@ class SmtpTransport:
                                             for address, reply in refused.items()})
 
     @property
+    def busy(self) -> bool:
+        """Whether a send is under way or waiting for a session."""
+        return self._sending > 0
+
+    @property
     def idle_sessions(self) -> int:
         """Sessions kept open for reuse."""
         return len(self._idle)
@@ -114,6 +127,15 @@ class SmtpTransport:
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for session in idle:
+            await self._discard(session)
+
+    async def close_idle(self) -> None:
+        """Closes the sessions unused for longer than the idle limit: a mailbox that sends once
+        an hour must not keep a TLS session (and its buffers) open in between."""
+        now_s = asyncio.get_running_loop().time()
+        stale = [s for s in self._idle if now_s - s.last_used_s > self._session_idle_s]
+        self._idle = [s for s in self._idle if s not in stale]
+        for session in stale:
             await self._discard(session)
 
     def _keep(self, session: _Session) -> None:

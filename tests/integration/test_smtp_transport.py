@@ -121,3 +121,15 @@ async def test_a_sent_message_arrives_unchanged(mail: MailSandbox, trusted: ssl.
     parsed = email.message_from_bytes(received[0].content, policy=email.policy.default)
     assert parsed["Message-ID"] == "<exact@example.com>"
     await transport.close()
+
+
+async def test_sessions_idle_past_the_limit_are_closed(mail: MailSandbox, trusted: ssl.SSLContext) -> None:
+    mail.add_password_user("team_smtp", "idle@example.com", "pw")
+    transport = _transport(mail, "team_smtp", PasswordAuth("idle@example.com", "pw"), trusted, idle_s=0.0)
+    await transport.send(OutgoingMessage("idle@example.com", ["lee@example.org"],
+                                         _message("idle@example.com", "idle")))
+    assert transport.idle_sessions == 1 and not transport.busy
+
+    await transport.close_idle()  # idle for longer than 0 s by now
+
+    assert transport.idle_sessions == 0

@@ -66,7 +66,7 @@ from sendrail.events import (
     ThrottleStateRecorded,
     registry_key,
 )
-from sendrail.sandbox.bench.router import bench_stack, pid_of, start_service
+from sendrail.sandbox.bench.router import BODY, bench_stack, pid_of, start_service
 from sendrail.sandbox.stack import LocalStack, ServiceProcess
 from sendrail.secrets import SecretBox
 from sendrail.settings import KafkaSettings, SecretSettings
@@ -74,8 +74,6 @@ from sendrail.topics import REGISTRY, REQUESTS, THROTTLE_STATE, connection_key
 
 PROFILE_VARIABLE = "SENDRAIL_BENCH_TRACEMALLOC"
 _SAMPLE_S = 0.5
-_BODY = ("Hello {name},\n\nThank you for your interest in our spring offer. " * 15
-         + "\n\nBest regards,\nThe sales team\n")
 
 
 @dataclass(frozen=True)
@@ -225,7 +223,7 @@ def _requests(mailboxes: list[_Mailbox], each: int) -> Any:
                 idempotency_key=f"{mailbox.connection_id}-{n}", tenant_id=mailbox.tenant_id,
                 user_id=mailbox.user_id, identity=mailbox.address, source=Source.CAMPAIGN,
                 to=[f"lead{n}@customer.example.org"], subject=f"Our spring offer, for you ({n})",
-                text=_BODY.format(name=f"Lead {n}"), requested_at=datetime.now(UTC))
+                text=BODY.format(name=f"Lead {n}"), requested_at=datetime.now(UTC))
             yield key, encode(request)
 
 

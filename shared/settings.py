@@ -101,6 +101,9 @@ class SenderSettings(BaseSettings):
     """Stop reading ahead past this many queued messages (each costs a few dozen bytes)."""
     messages_per_session_turn: Annotated[int, Field(ge=1, le=1_000)] = 4
     """How many messages one SMTP session takes per turn of its connection."""
+    max_concurrent_turns: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Connections whose turns run at once; the rest wait their turn in order of due time, so
+    thousands of connections falling due together never flood the producer or the servers."""
     quota_probe_s: Annotated[float, Field(gt=0, le=_DAY_S, allow_inf_nan=False)] = 3600.0
     """After a quota reply the history does not explain (mail sent outside sendrail), try again
     after this long."""

@@ -146,13 +146,16 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             # send what its next owner will send.
             await self._assignment_settled.wait()
             now_s = self._now_s()
-            for key in self.loop.due(now_s):
+            room = self._settings.max_concurrent_turns - len(self._turns)
+            for key in self.loop.due(now_s, limit=room):
                 task = asyncio.create_task(self._turn(key))
                 self._turns.add(task)
                 task.add_done_callback(self._turns.discard)
             self._wake.clear()
             next_s = self.loop.next_due_s()
             wait_s = next_s - now_s if next_s is not None else 1.0
+            if len(self._turns) >= self._settings.max_concurrent_turns:
+                wait_s = 1.0  # the end of a running turn wakes this loop
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(max(wait_s, 0.0), 1.0))
 
@@ -204,6 +207,7 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             failed = True
         finally:
             self.loop.end_turn(key, self._now_s(), due_s=due_s, failed=failed)
+            self._turns.discard(asyncio.current_task())  # type: ignore[arg-type]  # room for the next
             self._wake.set()
 
     async def _send_all(self, record: ConnectionConfigured, messages: list[OutgoingMessage]) -> list[Outcome]:

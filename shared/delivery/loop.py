@@ -292,10 +292,11 @@ class SendingLoop:
 
     # --- turns -----------------------------------------------------------------------
 
-    def due(self, now_s: float) -> list[ConnectionKey]:
-        """Connections whose turn starts now; each is `in_turn` until `end_turn`."""
+    def due(self, now_s: float, limit: int | None = None) -> list[ConnectionKey]:
+        """Connections whose turn starts now, the longest due first and at most `limit` of
+        them (the rest stay due); each is `in_turn` until `end_turn`."""
         starting: list[ConnectionKey] = []
-        while self._due and self._due[0][0] <= now_s:
+        while self._due and self._due[0][0] <= now_s and (limit is None or len(starting) < limit):
             _, _, key = heapq.heappop(self._due)
             connection = self._connections.get(key)
             if connection is not None and not connection.in_turn and len(connection.queue):

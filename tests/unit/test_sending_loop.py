@@ -386,3 +386,15 @@ async def test_a_removed_connection_fails_its_mail() -> None:
     (failed,) = sender.statuses(DeliveryStatus.FAILED)
     assert failed.reason and "no longer exists" in failed.reason and not sender.sent
 
+
+
+async def test_turns_start_at_most_a_limit_at_a_time_the_longest_due_first() -> None:
+    sender = await Sender().start()
+    for n, connection_id in enumerate(("c-first", "c-second", "c-third")):
+        sender.now_s = T0 + n
+        sender.publish(email(n, connection_id=connection_id))
+
+    now_s = T0 + 10
+    assert sender.loop.due(now_s, limit=2) == [("acme", "c-first"), ("acme", "c-second")]
+    assert sender.loop.next_due_s() == T0 + 2  # the third still waits, first in line
+    assert sender.loop.due(now_s, limit=2) == [("acme", "c-third")]

@@ -18,6 +18,8 @@ class Queued:
     offset: int
     routed: EmailRouted | None
     """None while the message is only a reference."""
+    last_try: str | None = None
+    """Why its last attempt did not go (a temporary refusal), for the reason it expires with."""
 
 
 class ConnectionQueue:

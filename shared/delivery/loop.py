@@ -335,7 +335,7 @@ class SendingLoop:
                 continue
             if self._expired(routed, now_s):
                 self._finish(state, turn.outbox, self._pop(state), DeliveryStatus.FAILED, now_s,
-                             reason=self._expiry_reason(now_s, routed))
+                             reason=self._expiry_reason(now_s, routed, head.last_try))
                 continue
             recipients = len(routed.request.recipients)
             try:
@@ -416,6 +416,7 @@ class SendingLoop:
                     turn.outbox.events.append(DeliveryEvent.for_routed(
                         routed, DeliveryStatus.DEFERRED, _at(now_s), **_words(outcome),
                         next_attempt_at=_at(resume_s)))
+                    item.last_try = outcome.reason
                     retry.append(item)
         if state is not None:
             for item in reversed(retry):

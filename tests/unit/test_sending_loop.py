@@ -312,6 +312,7 @@ async def test_transient_failures_give_up_after_the_age_limit() -> None:
     failed = sender.statuses(DeliveryStatus.FAILED)
     assert len(failed) == 1 and failed[0].reason is not None
     assert failed[0].reason.startswith("expired")
+    assert failed[0].reason.endswith("last try: connection to smtp.example lost")
     assert sender.loop.queued == 0 and sender.loop.committable() == {0: 1}
 
 

@@ -95,8 +95,12 @@ class SenderSettings(BaseSettings):
     temporary failures) fails as expired. At most 5 days: with at most a day more until its
     connection looks again, it is failed before the outbound topics' 7-day retention."""
     commit_interval_s: Interval_s = 1.0
-    loaded_per_connection: Annotated[int, Field(ge=1, le=10_000)] = 50
-    """Messages per connection kept decoded in memory; the rest of a backlog stays in Kafka."""
+    loaded_per_connection: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Messages per connection kept decoded in memory, while `max_decoded_messages` allows;
+    the rest of a backlog stays in Kafka, read again in chunks this large as it is sent."""
+    max_decoded_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Messages kept decoded by all connections together (a few KB each): beyond it a
+    connection keeps only its head decoded, and reads the rest when its turn comes."""
     max_queued_messages: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
     """Stop reading ahead past this many queued messages (each costs a few dozen bytes)."""
     messages_per_session_turn: Annotated[int, Field(ge=1, le=1_000)] = 4

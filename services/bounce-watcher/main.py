@@ -17,7 +17,7 @@ from sendrail.clock import system_clock
 from sendrail.delivery.credentials import access_tokens_for, rotated_token_store
 from sendrail.events import BounceDetected, ConnectionConfigured, DeliveryEvent, WatcherCheckpoint
 from sendrail.mail.oauth import AccessTokenSource, TokenEndpoint
-from sendrail.mail.tls import client_tls_context
+from sendrail.mail.tls import client_tls_context, limit_tls_read_buffers
 from sendrail.registry.store import RegistryStore
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 async def run(settings: Settings, stop: asyncio.Event, state: ServiceState) -> None:
     secrets = SecretBox.from_settings(settings.secrets)
+    limit_tls_read_buffers()
     await ensure_topics(settings.kafka)
     checkpoints: dict[tuple[str, str], WatcherCheckpoint] = {}
     sends = SendIndex()

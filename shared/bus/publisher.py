@@ -17,6 +17,13 @@ Acknowledgements = list[asyncio.Future[object]]
 _LARGE_BYTES = 64 * 1024
 """Events this large go through `send`, which checks them against the request size limit."""
 
+_OWN_BATCH_RECORDS = 16
+"""Fewer records than this for one partition join the producer's open batch (`send`) rather
+than make a batch of their own: the producer lets a partition's own batches go one after
+another, each waiting for the one before to be sent, so many small publishers at once (a
+sender's concurrent turns) would queue up behind each other, while their records share
+a batch through `send`."""
+
 _MASK_32 = 0xFFFFFFFF
 _M = 0x5BD1E995
 
@@ -98,6 +105,11 @@ class Publisher:
 
     async def _send_batches(self, by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]]) -> None:
         for (topic_name, partition), records in by_partition.items():
+            if len(records) < _OWN_BATCH_RECORDS:
+                for key, value in records:
+                    self._pending.append(await self._producer.send(topic_name, value, key=key,
+                                                                   partition=partition))
+                continue
             batch = self._producer.create_batch()
             for key, value in records:
                 if batch.append(key=key, value=value, timestamp=None) is None:  # full

@@ -42,7 +42,10 @@ class Refetcher:
             self._consumer.seek(tp, offsets[0])
             async with asyncio.timeout(self._timeout_s):
                 while True:
-                    fetched = await self._consumer.getmany(tp, timeout_ms=200)
+                    # No more records than the range holds: the rest of a fetched batch
+                    # would be unpacked for nothing.
+                    fetched = await self._consumer.getmany(
+                        tp, timeout_ms=200, max_records=last - offsets[0] + 1)
                     records = fetched.get(tp, [])
                     for record in records:
                         if record.offset in wanted:

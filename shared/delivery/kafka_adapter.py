@@ -59,6 +59,7 @@ RawRecord: TypeAlias = "ConsumerRecord[bytes, bytes]"
 def loop_settings(settings: SenderSettings, sessions_per_connection: int) -> LoopSettings:
     return LoopSettings(
         loaded_per_connection=settings.loaded_per_connection,
+        max_decoded_messages=settings.max_decoded_messages,
         turn_size=sessions_per_connection * settings.messages_per_session_turn,
         max_queued_age_s=settings.max_queued_age_s,
         max_queued_messages=settings.max_queued_messages,
@@ -183,8 +184,7 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             partition, offsets = self.loop.references_to_load(key)
             if offsets:
                 raw = await self._refetcher.read(partition, offsets)
-                loaded = self.loop.load(key, offsets, {o: _decoded(v) for o, v in raw.items()},
-                                        self._now_s())
+                loaded = self._load(key, offsets, raw)
             record = await self._connection_record(key)
             view = self._registry.view
             policy = policy_for(record, view) if record is not None else UNTHROTTLED
@@ -197,9 +197,16 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 assert record is not None
                 if turn.booked is not None:
                     await self._states.save(turn.booked)  # these sends count, whatever follows
-                outcomes = await self._send_all(record, [message for _, message in turn.sends])
+                # The next turn's references are read while this one sends, not after.
+                _, ahead = self.loop.references_to_load(key)
+                outcomes, raw_ahead = await asyncio.gather(
+                    self._send_all(record, [message for _, message in turn.sends]),
+                    self._read_ahead(partition, ahead))
                 self.loop.complete_turn(turn, outcomes, self._now_s())
                 due_s = turn.due_s
+                if raw_ahead is not None:
+                    loaded.extend(self._load(key, ahead, raw_ahead))
+                    raw.update(raw_ahead)
             loaded.extend(turn.outbox)
             await self._publish(loaded, lambda at: _refetched(self._policy.topic.name, key, at, raw))
         except Exception:
@@ -207,8 +214,21 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             failed = True
         finally:
             self.loop.end_turn(key, self._now_s(), due_s=due_s, failed=failed)
-            self._turns.discard(asyncio.current_task())  # type: ignore[arg-type]  # room for the next
+            self._turns.discard(asyncio.current_task())  # room for the next
             self._wake.set()
+
+    async def _read_ahead(self, partition: int, offsets: list[int]) -> dict[int, bytes] | None:
+        """None if the read failed: the references stay unloaded, for the next turn to read,
+        and what this turn sent is still settled."""
+        try:
+            return await self._refetcher.read(partition, offsets)
+        except Exception:
+            log.warning("reading the next turn's messages failed; the next turn reads them",
+                        partition=partition, exc_info=True)
+            return None
+
+    def _load(self, key: tuple[str, str], offsets: list[int], raw: dict[int, bytes]) -> Outbox:
+        return self.loop.load(key, offsets, {o: _decoded(v) for o, v in raw.items()}, self._now_s())
 
     async def _send_all(self, record: ConnectionConfigured, messages: list[OutgoingMessage]) -> list[Outcome]:
         transport = self._transports.for_connection(record)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from sendrail.backoff import backoff_s
 from sendrail.bus.dead_letter import Refused, Unusable
 from sendrail.delivery.books import BookShelf, ConnectionBook, ConnectionKey
-from sendrail.delivery.connection_queue import ConnectionQueue, Queued
+from sendrail.delivery.connection_queue import ConnectionQueue, DecodedBudget, Queued
 from sendrail.delivery.outcome import Outcome, OutcomeKind
 from sendrail.delivery.progress import PartitionProgress
 from sendrail.delivery.repeats import FinishedSend, RepeatedSends
@@ -54,6 +54,9 @@ Jitter = Callable[[], float]
 class LoopSettings:
     loaded_per_connection: int
     """Messages per connection kept decoded; the rest of a backlog stays in Kafka."""
+    max_decoded_messages: int
+    """Messages kept decoded by all connections together (each one's head, and what its
+    next turn sends, whatever this says)."""
     turn_size: int
     """At most this many messages per turn (sessions times messages per session)."""
     max_queued_age_s: float
@@ -150,6 +153,7 @@ class SendingLoop:
         self._due: list[tuple[float, int, ConnectionKey]] = []
         self._sequence = itertools.count()
         self._queued = 0
+        self._decoded = DecodedBudget(limit=settings.max_decoded_messages)
         self._unsaved: dict[ConnectionKey, int] = {}
         """Connections (-> partition) whose book changed since it was last stored."""
         self.intake = Outbox()
@@ -255,13 +259,16 @@ class SendingLoop:
         connection = self._connections[key]
         if connection.queue.loaded >= self._settings.turn_size:
             return connection.partition, []
-        return connection.partition, connection.queue.references_to_load()
+        return connection.partition, connection.queue.references_to_load(
+            at_least=self._settings.turn_size)
 
     def load(self, key: ConnectionKey, offsets: list[int],
              read: dict[int, EmailRouted | Unusable], now_s: float) -> Outbox:
         """What was read of `offsets`; what cannot be used is settled in the returned outbox."""
-        connection = self._connections[key]
         outbox = Outbox()
+        connection = self._connections.get(key)
+        if connection is None:
+            return outbox  # revoked meanwhile: its next owner reads them
         usable: dict[int, EmailRouted] = {}
         unusable: set[int] = set()
         for offset in offsets:
@@ -574,6 +581,7 @@ class SendingLoop:
         for key, connection in list(self._connections.items()):
             if connection.partition in partitions:
                 self._queued -= len(connection.queue)
+                connection.queue.release()
                 del self._connections[key]
                 self._books.forget(key)
         for key, partition in list(self._unsaved.items()):
@@ -589,6 +597,11 @@ class SendingLoop:
     @property
     def queued(self) -> int:
         return self._queued
+
+    @property
+    def decoded(self) -> int:
+        """Queued messages held decoded (see `LoopSettings.max_decoded_messages`)."""
+        return self._decoded.used
 
     def queued_by_kind(self) -> dict[ChannelKind, int]:
         counts = dict.fromkeys(self._kinds, 0)
@@ -606,7 +619,7 @@ class SendingLoop:
         connection = self._connections.get(key)
         if connection is None:
             connection = _Connection(key, partition, ConnectionQueue(
-                loaded_limit=self._settings.loaded_per_connection))
+                loaded_limit=self._settings.loaded_per_connection, budget=self._decoded))
             self._connections[key] = connection
         return connection
 

@@ -19,7 +19,7 @@ from sendrail.delivery.repeats import RepeatedSends
 from sendrail.delivery.smtp_transports import SmtpTransports
 from sendrail.delivery.throttle_state import ThrottleStateStore
 from sendrail.mail.oauth import TokenEndpoint
-from sendrail.mail.tls import client_tls_context
+from sendrail.mail.tls import client_tls_context, limit_tls_read_buffers
 from sendrail.registry.store import RegistryStore
 from sendrail.secrets import SecretBox
 from sendrail.service import ServiceState
@@ -32,6 +32,7 @@ from sendrail.topics import SEND_ID_RETENTION_MS, SEND_IDS_BY_OUTBOUND
 async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Event,
                      state: ServiceState) -> None:
     secrets = SecretBox.from_settings(settings.secrets)
+    limit_tls_read_buffers()
     await ensure_topics(settings.kafka)
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())

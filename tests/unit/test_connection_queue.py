@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sendrail.delivery.connection_queue import ConnectionQueue, Queued
+from sendrail.delivery.connection_queue import ConnectionQueue, DecodedBudget, Queued
 from sendrail.events import ChannelKind, EmailRequested, EmailRouted, Source
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -70,3 +70,22 @@ def test_unreadable_references_are_dropped() -> None:
     queue.pop()
     assert queue.references_to_load() == [3]
     assert isinstance(queue.head(), Queued)
+
+
+def test_queues_share_one_budget_of_decoded_messages_but_each_head_is_decoded() -> None:
+    budget = DecodedBudget(limit=3)
+    first, second = (ConnectionQueue(loaded_limit=10, budget=budget) for _ in range(2))
+    for offset in (1, 2, 3, 4):
+        first.push(offset, routed(offset))
+    second.push(10, routed(10))  # its head, past the budget
+    second.push(11, routed(11))
+    assert (first.loaded, second.loaded, budget.used) == (3, 1, 4)
+
+    # A turn of two reads what it sends, budget or not; nothing more.
+    assert second.references_to_load(at_least=2) == [11]
+    first.pop()
+    first.pop()
+    assert budget.used == 2 and second.references_to_load(at_least=2) == [11]
+    assert first.references_to_load() == [4]  # the budget has room again
+    first.release()
+    assert budget.used == 1

@@ -33,8 +33,8 @@ T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC).timestamp()
 DAY_S = 24 * 3600.0
 KEY = ("acme", "ann-smtp")
 UNTHROTTLED = ThrottlePolicy((), None)
-SETTINGS = LoopSettings(loaded_per_connection=50, turn_size=8, max_queued_age_s=3 * DAY_S,
-                        max_queued_messages=1_000_000, retry_backoff_base_s=1.0,
+SETTINGS = LoopSettings(loaded_per_connection=50, max_decoded_messages=10_000, turn_size=8,
+                        max_queued_age_s=3 * DAY_S, max_queued_messages=1_000_000, retry_backoff_base_s=1.0,
                         retry_backoff_max_s=60.0)
 
 
@@ -399,3 +399,19 @@ async def test_turns_start_at_most_a_limit_at_a_time_the_longest_due_first() -> 
     assert sender.loop.due(now_s, limit=2) == [("acme", "c-first"), ("acme", "c-second")]
     assert sender.loop.next_due_s() == T0 + 2  # the third still waits, first in line
     assert sender.loop.due(now_s, limit=2) == [("acme", "c-third")]
+
+
+async def test_all_connections_together_keep_a_bounded_number_decoded_and_still_send_it_all() -> None:
+    settings = LoopSettings(**{**SETTINGS.__dict__, "max_decoded_messages": 6, "turn_size": 2})
+    sender = await Sender(settings=settings).start()
+    connections = [f"c{n}" for n in range(5)]
+    sender.publish(*(email(10 * c + n, connection_id=connection)
+                     for c, connection in enumerate(connections) for n in range(10)))
+
+    # The budget, and past it each connection's head (a turn reads the rest when it comes).
+    assert sender.loop.decoded <= 6 + len(connections)
+
+    await sender.run_until(T0 + 60)
+
+    assert [len(sender.transports.transport(c).accepted) for c in connections] == [10] * 5
+    assert sender.loop.queued == 0 and sender.loop.decoded == 0

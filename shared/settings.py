@@ -98,9 +98,9 @@ class SenderSettings(BaseSettings):
     loaded_per_connection: Annotated[int, Field(ge=1, le=10_000)] = 500
     """Messages per connection kept decoded in memory, while `max_decoded_messages` allows;
     the rest of a backlog stays in Kafka, read again in chunks this large as it is sent."""
-    max_decoded_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
-    """Messages kept decoded by all connections together (a few KB each): beyond it a
-    connection keeps only its head decoded, and reads the rest when its turn comes."""
+    max_decoded_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    """Messages kept decoded by all connections together (about 5 KB each); the rest are
+    offsets, read again when their connection's turn comes."""
     max_queued_messages: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
     """Stop reading ahead past this many queued messages (each costs a few dozen bytes)."""
     messages_per_session_turn: Annotated[int, Field(ge=1, le=1_000)] = 4

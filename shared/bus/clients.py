@@ -57,11 +57,14 @@ def make_consumer(
     from_beginning: bool = True,
     max_records: int = 500,
     fetch_max_wait_ms: int = 500,
+    max_partition_fetch_bytes: int = 1024 * 1024,
 ) -> AIOKafkaConsumer:
     """Offsets are committed by the caller after the work is done (at-least-once).
 
     `fetch_max_wait_ms` is how long the broker holds a fetch that found nothing new: a
     consumer that jumps between partitions wants it short, as its next fetch waits for it.
+    `max_partition_fetch_bytes` bounds what one fetch brings of a partition (a record batch
+    larger than it still comes whole).
     """
     return AIOKafkaConsumer(
         *topics,
@@ -72,6 +75,7 @@ def make_consumer(
         isolation_level="read_committed",
         max_poll_records=max_records,
         fetch_max_wait_ms=fetch_max_wait_ms,
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
         **_common(settings),
     )
 

@@ -19,8 +19,11 @@ class Refetcher:
         self._timeout_s = timeout_s
         # Each read seeks elsewhere; a fetch left waiting at the end of the log must not hold
         # up the next read for the broker's default half second.
+        # A read wants a few hundred records at most: a fetch of the default megabyte would
+        # mostly be dropped at the next seek.
         self._consumer: AIOKafkaConsumer = make_consumer(settings, group_id=None, client_id=client_id,
-                                                         fetch_max_wait_ms=10)
+                                                         fetch_max_wait_ms=10,
+                                                         max_partition_fetch_bytes=256 * 1024)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from sendrail.bus.codec import decode
 from sendrail.events import ThrottleStateRecorded
 from sendrail.throttle.ledger import SendLedger
 from sendrail.throttle.policy import ThrottlePolicy
@@ -81,17 +82,21 @@ class BookShelf:
     def __init__(self, pushback: PushbackSettings, *, smtp_timeout_s: float) -> None:
         self._pushback = pushback
         self._smtp_timeout_s = smtp_timeout_s
-        self._stored: dict[ConnectionKey, ThrottleStateRecorded] = {}
+        self._stored: dict[ConnectionKey, bytes] = {}
+        """As the topic holds them: a few hundred bytes, where the decoded record took
+        kilobytes, for every connection of the topic, most of them never used here."""
         self._books: dict[ConnectionKey, ConnectionBook] = {}
 
-    def stored(self, state: ThrottleStateRecorded) -> None:
-        """The latest state a sender recorded for the connection."""
-        self._stored[(state.tenant_id, state.connection_id)] = state
+    def stored(self, key: ConnectionKey, state: bytes) -> None:
+        """The latest state a sender recorded for the connection: a valid
+        `ThrottleStateRecorded` of this connection, as the throttle-state topic holds it."""
+        self._stored[key] = state
 
     def book(self, key: ConnectionKey, policy: ThrottlePolicy) -> ConnectionBook:
         book = self._books.get(key)
         if book is None:
-            stored = self._stored.get(key)
+            raw = self._stored.get(key)
+            stored = decode(ThrottleStateRecorded, raw) if raw is not None else None
             throttle = ConnectionThrottle(policy, self._pushback)
             book = ConnectionBook(key, throttle)
             if stored is not None:

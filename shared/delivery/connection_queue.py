@@ -17,8 +17,8 @@ from sendrail.events import EmailRouted
 
 @dataclass
 class DecodedBudget:
-    """How many queued messages all of a sender's connections keep decoded together. Soft:
-    a queue's head is decoded whatever the budget says, and so is what its next turn sends."""
+    """How many queued messages all of a sender's connections keep decoded together. Soft
+    by what one turn sends: a connection's turn reads that much whatever the budget says."""
 
     limit: int
     used: int = 0
@@ -55,10 +55,9 @@ class ConnectionQueue:
         return len(self._loaded)
 
     def has_room_loaded(self) -> bool:
-        """Whether a message appended now would be kept decoded: the head always is."""
-        if self._references or len(self._loaded) >= self._loaded_limit:
-            return False
-        return not self._loaded or self._budget.spare > 0
+        """Whether a message appended now would be kept decoded."""
+        return (not self._references and len(self._loaded) < self._loaded_limit
+                and self._budget.spare > 0)
 
     def push(self, offset: int, routed: EmailRouted) -> None:
         """Append; kept decoded only while everything before it is decoded too and there is room."""

@@ -55,8 +55,8 @@ class LoopSettings:
     loaded_per_connection: int
     """Messages per connection kept decoded; the rest of a backlog stays in Kafka."""
     max_decoded_messages: int
-    """Messages kept decoded by all connections together (each one's head, and what its
-    next turn sends, whatever this says)."""
+    """Messages kept decoded by all connections together (and what a turn sends, whatever
+    this says). A message arriving past it is decoded to be checked, then kept as a reference."""
     turn_size: int
     """At most this many messages per turn (sessions times messages per session)."""
     max_queued_age_s: float

@@ -18,6 +18,12 @@ from sendrail.delivery.policy import ChannelPolicy
 from sendrail.delivery.repeats import RepeatedSends
 from sendrail.delivery.smtp_transports import SmtpTransports
 from sendrail.delivery.throttle_state import ThrottleStateStore
+from sendrail.events import (
+    ConnectionConfigured,
+    ConnectionHealthChanged,
+    TenantConfigured,
+    ThrottleConfigured,
+)
 from sendrail.mail.oauth import TokenEndpoint
 from sendrail.mail.tls import client_tls_context, limit_tls_read_buffers
 from sendrail.registry.store import RegistryStore
@@ -28,6 +34,9 @@ from sendrail.store.changelog import KafkaChangelogReader
 from sendrail.store.rocks import RocksTable
 from sendrail.topics import SEND_ID_RETENTION_MS, SEND_IDS_BY_OUTBOUND
 
+SENDER_LOOKUPS = (ConnectionConfigured, ConnectionHealthChanged, TenantConfigured, ThrottleConfigured)
+"""What a sender reads of the registry: not identities, assignments or analytics tokens."""
+
 
 async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Event,
                      state: ServiceState) -> None:
@@ -37,7 +46,7 @@ async def run_sender(policy: ChannelPolicy, settings: Settings, stop: asyncio.Ev
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession())
         producer = make_producer(settings.kafka, client_id=policy.service)
-        registry = RegistryStore(settings.kafka, client_id=policy.service)
+        registry = RegistryStore(settings.kafka, client_id=policy.service, kept=SENDER_LOOKUPS)
         states = ThrottleStateStore(settings.kafka, producer, settings.sender, client_id=policy.service)
         refetcher = Refetcher(settings.kafka, policy.topic.name, client_id=f"{policy.service}-refetch")
         for client in (producer, registry, states, refetcher):

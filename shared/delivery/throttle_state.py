@@ -47,7 +47,7 @@ class ThrottleStateStore:
         state = decode(ThrottleStateRecorded, value)
         if key != connection_key(state.tenant_id, state.connection_id):
             raise ValueError("the key does not name the record's tenant/connection")
-        self.books.stored(state)
+        self.books.stored((state.tenant_id, state.connection_id), value)
 
     async def save(self, state: ThrottleStateRecorded) -> None:
         """Stored and acknowledged when this returns."""

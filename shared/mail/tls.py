@@ -20,8 +20,9 @@ def client_tls_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-TLS_READ_BUFFER_BYTES = 32 * 1024
-"""Two TLS records (at most 16 KiB of data each, RFC 8446 §5.1, plus their overhead)."""
+TLS_READ_BUFFER_BYTES = 16 * 1024
+"""About one TLS record (at most 16 KiB of data, RFC 8446 §5.1): a record that does not fit
+is read in two calls, and OpenSSL reassembles it."""
 
 
 def limit_tls_read_buffers(size_bytes: int = TLS_READ_BUFFER_BYTES) -> None:

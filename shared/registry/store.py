@@ -17,8 +17,11 @@ from sendrail.topics import REGISTRY
 class RegistryStore:
     """Follows the registry topic into a `RegistryView`."""
 
-    def __init__(self, settings: KafkaSettings, *, client_id: str) -> None:
-        self.view = RegistryView()
+    def __init__(self, settings: KafkaSettings, *, client_id: str,
+                 kept: tuple[type[RegistryRecord], ...] | None = None) -> None:
+        """`kept`: the kinds of record this service looks up (None: all); the others are
+        still checked and passed to listeners, but the view does not hold them."""
+        self.view = RegistryView(kept=kept)
         self._listeners: list[Callable[[RegistryRecord], None]] = []
         self._follower = TopicFollower(
             settings, REGISTRY.name, self._apply, client_id=f"{client_id}-registry"

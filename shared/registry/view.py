@@ -25,6 +25,7 @@ TenantKey = tuple[str, str]
 class RegistryView:
     connections: dict[TenantKey, ConnectionConfigured] = field(default_factory=dict)
     health: dict[TenantKey, ConnectionHealthChanged] = field(default_factory=dict)
+    """Of the broken connections only: a healthy record says what no record says."""
     identities: dict[TenantKey, IdentityRegistered] = field(default_factory=dict)
     assignments: dict[TenantKey, ChannelAssigned] = field(default_factory=dict)
     tenants: dict[str, TenantConfigured] = field(default_factory=dict)
@@ -32,6 +33,9 @@ class RegistryView:
     """(tenant_id, connection_id or TEAM_WIDE)."""
     analytics_tokens: dict[TenantKey, AnalyticsTokenIssued] = field(default_factory=dict)
     """(tenant_id, token_id): hashes of the tokens that read a tenant's analytics."""
+    kept: tuple[type[RegistryRecord], ...] | None = None
+    """The kinds of record held (None: all): a sender holding 10,000 users' identities it
+    never reads spent megabytes on them."""
     _by_owner: dict[tuple[str, str | None], list[ConnectionConfigured]] | None = field(
         default=None, init=False, repr=False)
     """Each user's connections: the router asks on nearly every request, and connections
@@ -42,12 +46,17 @@ class RegistryView:
         if record is None:
             self._delete(key)
             return
+        if self.kept is not None and not isinstance(record, self.kept):
+            return
         match record:
             case ConnectionConfigured():
                 self.connections[(record.tenant_id, record.connection_id)] = record
                 self._by_owner = None
             case ConnectionHealthChanged():
-                self.health[(record.tenant_id, record.connection_id)] = record
+                if record.healthy:
+                    self.health.pop((record.tenant_id, record.connection_id), None)
+                else:
+                    self.health[(record.tenant_id, record.connection_id)] = record
             case IdentityRegistered():
                 self.identities[(record.tenant_id, record.address)] = record
             case ChannelAssigned():

@@ -72,20 +72,21 @@ def test_unreadable_references_are_dropped() -> None:
     assert isinstance(queue.head(), Queued)
 
 
-def test_queues_share_one_budget_of_decoded_messages_but_each_head_is_decoded() -> None:
+def test_queues_share_one_budget_of_decoded_messages() -> None:
     budget = DecodedBudget(limit=3)
     first, second = (ConnectionQueue(loaded_limit=10, budget=budget) for _ in range(2))
     for offset in (1, 2, 3, 4):
         first.push(offset, routed(offset))
-    second.push(10, routed(10))  # its head, past the budget
-    second.push(11, routed(11))
-    assert (first.loaded, second.loaded, budget.used) == (3, 1, 4)
+    for offset in (10, 11, 12):
+        second.push(offset, routed(offset))  # past the budget: references
+    assert (first.loaded, second.loaded, budget.used) == (3, 0, 3)
 
     # A turn of two reads what it sends, budget or not; nothing more.
-    assert second.references_to_load(at_least=2) == [11]
-    first.pop()
-    first.pop()
-    assert budget.used == 2 and second.references_to_load(at_least=2) == [11]
-    assert first.references_to_load() == [4]  # the budget has room again
-    first.release()
-    assert budget.used == 1
+    assert second.references_to_load(at_least=2) == [10, 11]
+    second.load({10: routed(10), 11: routed(11)})
+    assert budget.used == 5
+    for _ in range(3):
+        first.pop()
+    assert budget.used == 2 and first.references_to_load() == [4]  # room again
+    second.release()
+    assert budget.used == 0

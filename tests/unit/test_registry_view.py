@@ -100,7 +100,7 @@ def test_an_applied_record_is_found_by_its_tenant_and_id(record: RegistryRecord)
 @pytest.mark.parametrize("record", RECORDS, ids=IDS)
 def test_the_latest_record_per_key_is_the_state(record: RegistryRecord) -> None:
     newer = record.model_copy(update={"updated_at": T0 + timedelta(hours=1)}
-                              if hasattr(record, "updated_at") else {"healthy": True})
+                              if hasattr(record, "updated_at") else {"reason": "expired"})
     assert registry_key(newer) == registry_key(record)
     view = view_of(record, newer)
     assert lookup(view, record) == newer
@@ -209,3 +209,25 @@ def test_watched_connections_are_the_oauth_mailboxes_only() -> None:
                    smtp("c2", ChannelKind.CUSTOM_SMTP, "ann"), smtp("team", ChannelKind.TEAM_SMTP, None),
                    smtp("legacy", ChannelKind.LEGACY, None))
     assert sorted(c.connection_id for c in view.watched_connections()) == ["c1", "exo"]
+
+
+def test_a_view_holds_only_the_kinds_its_service_looks_up() -> None:
+    view = RegistryView(kept=(ConnectionConfigured,))
+    identity = IdentityRegistered(tenant_id="acme", user_id="ann", address="ann@acme.example",
+                                  verified=True, updated_at=T0)
+    for record in (gmail(), identity):
+        view.apply(registry_key(record), record)
+
+    assert view.connection("acme", "c1") == gmail()
+    assert view.identity("acme", "ann@acme.example") is None
+
+
+def test_a_healthy_record_clears_the_broken_one_and_is_not_kept() -> None:
+    broken = health()
+    view = view_of(broken)
+    assert not broken.healthy and view.broken_reason("acme", "c1") == broken.reason
+
+    view.apply(registry_key(broken), broken.model_copy(update={"healthy": True, "reason": None}))
+
+    assert view.is_healthy("acme", "c1") and view.broken_reason("acme", "c1") is None
+    assert view.health == {}

@@ -37,23 +37,32 @@ class Refetcher:
         is absent from the result."""
         if not offsets:
             return {}
-        wanted, last = set(offsets), offsets[-1]
-        found: dict[int, bytes] = {}
         tp = TopicPartition(self._topic, partition)
         async with self._lock:
             self._consumer.assign([tp])
             self._consumer.seek(tp, offsets[0])
-            async with asyncio.timeout(self._timeout_s):
-                while True:
-                    # No more records than the range holds: the rest of a fetched batch
-                    # would be unpacked for nothing.
-                    fetched = await self._consumer.getmany(
-                        tp, timeout_ms=200, max_records=last - offsets[0] + 1)
-                    records = fetched.get(tp, [])
-                    for record in records:
-                        if record.offset in wanted:
-                            found[record.offset] = record.value or b""
-                        if record.offset >= last:
-                            return found
-                    if not records and await self._consumer.position(tp) > last:
+            try:
+                return await self._read_range(tp, set(offsets), offsets[0], offsets[-1])
+            finally:
+                # Left assigned, the consumer would keep fetching the partition in the
+                # background, every `fetch_max_wait_ms` once at its end: paused until the
+                # next read assigns again.
+                self._consumer.pause(tp)
+
+    async def _read_range(self, tp: TopicPartition, wanted: set[int], first: int,
+                          last: int) -> dict[int, bytes]:
+        found: dict[int, bytes] = {}
+        async with asyncio.timeout(self._timeout_s):
+            while True:
+                # No more records than the range holds: the rest of a fetched batch would be
+                # unpacked for nothing.
+                fetched = await self._consumer.getmany(tp, timeout_ms=200,
+                                                       max_records=last - first + 1)
+                records = fetched.get(tp, [])
+                for record in records:
+                    if record.offset in wanted:
+                        found[record.offset] = record.value or b""
+                    if record.offset >= last:
                         return found
+                if not records and await self._consumer.position(tp) > last:
+                    return found

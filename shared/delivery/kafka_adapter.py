@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -38,6 +39,7 @@ from sendrail.delivery.throttle_state import ThrottleStateStore
 from sendrail.delivery.throttling import policy_for
 from sendrail.delivery.transport import OutgoingMessage, Transport, Transports
 from sendrail.events import (
+    ChannelKind,
     ConnectionConfigured,
     ConnectionHealthChanged,
     EmailRouted,
@@ -93,6 +95,8 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._assignment_settled = asyncio.Event()
         """Clear while partitions change hands: no turn starts before the state is caught up."""
         self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for kind in policy.kinds:  # counted when scraped, not on every fetch
+            queue_depth.labels(kind.value).set_function(functools.partial(self._queued_of, kind))
 
     # --- the loops -------------------------------------------------------------------
 
@@ -311,8 +315,9 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         elif queued <= self._settings.max_queued_messages // 2 and self._reading_paused:
             self._consumer.resume(*assigned)
             self._reading_paused = False
-        for kind, count in self.loop.queued_by_kind().items():
-            queue_depth.labels(kind.value).set(count)
+
+    def _queued_of(self, kind: ChannelKind) -> int:
+        return self.loop.queued_by_kind().get(kind, 0)
 
     async def committed_offset(self, tp: TopicPartition) -> int | None:
         """Where this replica's work on a partition is done: queued mail still counts as lag."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from datetime import datetime
 import structlog
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 from pydantic import TypeAdapter, ValidationError
 
 from sendrail.bus.codec import decode
@@ -98,7 +100,7 @@ class Router:
                 reason=f"the request is {len(raw)} bytes; sendrail takes at most "
                        f"{self._max_request_bytes} (SENDRAIL_ROUTER_MAX_REQUEST_BYTES)",
                 occurred_at=self._clock()), key=_delivery_key(send_id, record))
-            requests_routed.labels("none", "failed").inc()
+            _requests_counter("none", "failed").inc()
             return None
         try:
             return decode(EmailRequested, raw)
@@ -153,7 +155,7 @@ class Router:
         # Both built before either is staged: a failure leaves nothing half published.
         self._publisher.stage(topic, routed, key=key)
         self._publisher.stage(DELIVERY, event, key=str(routed.send_id).encode())
-        requests_routed.labels(connection.kind.value, outcome).inc()
+        _requests_counter(connection.kind.value, outcome).inc()
 
     def _refuse(self, request: EmailRequested, refusal: Refusal,
                 status: DeliveryStatus = DeliveryStatus.FAILED) -> None:
@@ -164,7 +166,7 @@ class Router:
             reason=refusal.reason, occurred_at=self._clock(),
         )
         self._publisher.stage(DELIVERY, event, key=str(request.send_id).encode())
-        requests_routed.labels("none", status.value).inc()
+        _requests_counter("none", status.value).inc()
         log.info("request refused", send_id=str(request.send_id), tenant=request.tenant_id,
                  reason=refusal.reason)
 
@@ -179,7 +181,13 @@ class Router:
         event = DeliveryEvent(status=DeliveryStatus.DEAD_LETTERED, send_id=send_id,
                               tenant_id=tenant_id, reason=unusable.reason[:2_000], occurred_at=now)
         self._publisher.stage(DELIVERY, event, key=_delivery_key(send_id, record))
-        requests_routed.labels("none", "dead_lettered").inc()
+        _requests_counter("none", "dead_lettered").inc()
+
+
+@functools.cache
+def _requests_counter(channel: str, outcome: str) -> Counter:
+    """The counter's child for a channel and outcome, looked up once (both are enum values)."""
+    return requests_routed.labels(channel, outcome)
 
 
 def _delivery_key(send_id: uuid.UUID | None, record: ConsumerRecord[bytes, bytes]) -> bytes:

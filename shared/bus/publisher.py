@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import struct
 from collections import defaultdict
 
@@ -50,10 +51,17 @@ def murmur2(key: bytes) -> int:
     return h ^ (h >> 15)
 
 
+@functools.lru_cache(maxsize=8192)
+def _key_hash(key: bytes) -> int:
+    """Connection keys come back on every request of their user; send ids once each, which
+    the least-recently-used bound lets pass."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
 def partition_for(key: bytes, partitions: list[int]) -> int:
     """The partition the producer's default partitioner picks for `key` (partitions sorted):
     a key lands on the same partition whichever path sent it."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[_key_hash(key) % len(partitions)]
 
 
 class Publisher:

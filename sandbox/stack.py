@@ -62,12 +62,18 @@ class ServiceProcess:
                 assert self.process is not None
                 if self.process.returncode is not None:
                     raise RuntimeError(f"{self.name} exited ({self.process.returncode}); "
-                                       f"see {self.log_file}")
+                                       f"the end of {self.log_file}:\n{self._log_tail()}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(url) as response:
                         if response.status == 200:
                             return
                 await asyncio.sleep(0.2)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        """The log's last lines: a run directory may be gone by the time anyone looks."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         process, self.process = self.process, None

@@ -18,7 +18,8 @@ from sendrail.events import EmailRouted
 @dataclass
 class DecodedBudget:
     """How many queued messages all of a sender's connections keep decoded together. Soft
-    by what one turn sends: a connection's turn reads that much whatever the budget says."""
+    by what running turns hold: a turn reads what it may send whatever the budget says, and
+    what it did not send goes back to being offsets if the connection then waits."""
 
     limit: int
     used: int = 0
@@ -98,6 +99,15 @@ class ConnectionQueue:
         while self._references and (routed := records.get(self._references[0])) is not None:
             self._loaded.append(Queued(self._references.popleft(), routed))
             self._budget.used += 1
+
+    def shed(self) -> None:
+        """While the budget is overspent, decoded messages from the tail become offsets again
+        (read again when their turn comes); one tried before keeps its place, decoded, with
+        the reason its last try failed."""
+        while (self._budget.used > self._budget.limit and self._loaded
+               and self._loaded[-1].last_try is None):
+            self._references.appendleft(self._loaded.pop().offset)
+            self._budget.used -= 1
 
     def release(self) -> None:
         """The queue is forgotten (its partition revoked): its decoded messages leave the budget."""

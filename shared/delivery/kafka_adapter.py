@@ -19,7 +19,6 @@ from typing import Any, TypeAlias
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
-from pydantic import ValidationError
 
 from sendrail.bus.codec import decode
 from sendrail.bus.dead_letter import Unusable, stage_dead_letter, unusable_for
@@ -182,13 +181,11 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _turn(self, key: tuple[str, str]) -> None:
         due_s: float | None = None
         failed = False
+        reading: asyncio.Task[dict[int, bytes]] | None = None
         try:
-            loaded = Outbox()
-            raw: dict[int, bytes] = {}
             partition, offsets = self.loop.references_to_load(key)
-            if offsets:
-                raw = await self._refetcher.read(partition, offsets)
-                loaded = self._load(key, offsets, raw)
+            raw = await self._refetcher.read(partition, offsets)
+            loaded = self._load(key, offsets, raw)
             record = await self._connection_record(key)
             view = self._registry.view
             policy = policy_for(record, view) if record is not None else UNTHROTTLED
@@ -201,35 +198,44 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 assert record is not None
                 if turn.booked is not None:
                     await self._states.save(turn.booked)  # these sends count, whatever follows
-                # The next turn's references are read while this one sends, not after.
+                # The next turn's references are read while this one sends, not after it.
                 _, ahead = self.loop.references_to_load(key)
-                outcomes, raw_ahead = await asyncio.gather(
-                    self._send_all(record, [message for _, message in turn.sends]),
-                    self._read_ahead(partition, ahead))
+                if ahead:
+                    reading = asyncio.create_task(self._refetcher.read(partition, ahead))
+                outcomes = await self._send_all(record, [message for _, message in turn.sends])
                 self.loop.complete_turn(turn, outcomes, self._now_s())
                 due_s = turn.due_s
-                if raw_ahead is not None:
-                    loaded.extend(self._load(key, ahead, raw_ahead))
-                    raw.update(raw_ahead)
             loaded.extend(turn.outbox)
             await self._publish(loaded, lambda at: _refetched(self._policy.topic.name, key, at, raw))
         except Exception:
             log.exception("turn failed; the connection backs off", connection=key[1])
             failed = True
         finally:
+            if reading is not None:
+                await self._read_ahead(key, partition, ahead, reading, cancel=failed)
             self.loop.end_turn(key, self._now_s(), due_s=due_s, failed=failed)
             self._turns.discard(asyncio.current_task())  # room for the next
             self._wake.set()
 
-    async def _read_ahead(self, partition: int, offsets: list[int]) -> dict[int, bytes] | None:
-        """None if the read failed: the references stay unloaded, for the next turn to read,
-        and what this turn sent is still settled."""
+    async def _read_ahead(self, key: tuple[str, str], partition: int, offsets: list[int],
+                          reading: asyncio.Task[dict[int, bytes]], *, cancel: bool) -> None:
+        """Loads what was read while the turn sent, once the turn's own outbox is published.
+        Never raises: if the read failed, the references stay unloaded and the next turn
+        reads them; the turn's sends are settled either way."""
+        if cancel:
+            reading.cancel()
         try:
-            return await self._refetcher.read(partition, offsets)
+            raw = await reading
+            outbox = self._load(key, offsets, raw)
+            if outbox:
+                await self._publish(outbox,
+                                    lambda at: _refetched(self._policy.topic.name, key, at, raw))
+        except asyncio.CancelledError:
+            if not cancel:
+                raise
         except Exception:
             log.warning("reading the next turn's messages failed; the next turn reads them",
-                        partition=partition, exc_info=True)
-            return None
+                        connection=key[1], partition=partition, exc_info=True)
 
     def _load(self, key: tuple[str, str], offsets: list[int], raw: dict[int, bytes]) -> Outbox:
         return self.loop.load(key, offsets, {o: _decoded(v) for o, v in raw.items()}, self._now_s())
@@ -398,9 +404,10 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _decoded(value: bytes | None) -> EmailRouted | Unusable:
+    """Whatever a hostile record makes decoding raise, it is that record's failure."""
     try:
         return decode(EmailRouted, value or b"")
-    except ValidationError as error:
+    except Exception as error:
         return unusable_for(value, error)
 
 

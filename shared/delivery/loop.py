@@ -55,8 +55,9 @@ class LoopSettings:
     loaded_per_connection: int
     """Messages per connection kept decoded; the rest of a backlog stays in Kafka."""
     max_decoded_messages: int
-    """Messages kept decoded by all connections together (and what a turn sends, whatever
-    this says). A message arriving past it is decoded to be checked, then kept as a reference."""
+    """Messages kept decoded by all connections together, give or take what running turns
+    hold (see `DecodedBudget`). A connection's first record is decoded to be checked even
+    past it, then kept as an offset; later ones past it are not decoded at all."""
     turn_size: int
     """At most this many messages per turn (sessions times messages per session)."""
     max_queued_age_s: float
@@ -468,6 +469,7 @@ class SendingLoop:
                 if item.offset not in state.announced and item.routed is not None:
                     state.announced.add(item.offset)
                     self.intake.events.append(self._waiting(item.routed, due_s, len(state.queue), now_s))
+            state.queue.shed()  # what waits needs no decoding while memory is short
         self._schedule(state, due_s)
 
     def _drain(self, state: _Connection, turn: Turn, now_s: float, *, held: str | None,

@@ -90,3 +90,18 @@ def test_queues_share_one_budget_of_decoded_messages() -> None:
     assert budget.used == 2 and first.references_to_load() == [4]  # room again
     second.release()
     assert budget.used == 0
+
+
+def test_an_overspent_budget_is_shed_from_the_tail_but_a_tried_message_stays_decoded() -> None:
+    budget = DecodedBudget(limit=1)
+    queue = ConnectionQueue(loaded_limit=10, budget=budget)
+    queue.push(1, routed(1))
+    queue.load({})  # nothing to load
+    tried = Queued(0, routed(0), last_try="421 try again later")
+    queue.push_front(tried)
+    assert budget.used == 2
+
+    queue.shed()
+
+    assert budget.used == 1 and queue.loaded_items() == [tried]
+    assert queue.references_to_load(at_least=2) == [1]  # in order, behind the tried one

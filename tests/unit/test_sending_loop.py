@@ -415,3 +415,16 @@ async def test_all_connections_together_keep_a_bounded_number_decoded_and_still_
 
     assert [len(sender.transports.transport(c).accepted) for c in connections] == [10] * 5
     assert sender.loop.queued == 0 and sender.loop.decoded == 0
+
+
+async def test_connections_that_wait_give_back_what_they_decoded_past_the_budget() -> None:
+    settings = LoopSettings(**{**SETTINGS.__dict__, "max_decoded_messages": 6, "turn_size": 4})
+    sender = await Sender(daily(1), settings=settings).start()
+    connections = [f"c{n}" for n in range(5)]
+    sender.publish(*(email(10 * c + n, connection_id=connection)
+                     for c, connection in enumerate(connections) for n in range(10)))
+
+    await sender.run_until(T0 + 60)  # each sends its one of the day, then waits
+
+    assert [len(sender.transports.transport(c).accepted) for c in connections] == [1] * 5
+    assert sender.loop.decoded <= 6 and sender.loop.queued == 45

@@ -104,6 +104,17 @@ def process_tree_cpu_s(pid: int) -> float | None:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+async def _group_gone(group_id: int, timeout_s: float) -> None:
+    """Until no process of the group is left: a killed process lingers until it is reaped."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                os.killpg(group_id, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.05)
+
+
 class EximSink:
     """One Exim daemon in the foreground, owned by the caller; `async with` starts and stops it."""
 
@@ -214,6 +225,7 @@ class EximSink:
             await process.wait()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # a session process that outlived the daemon
+        await _group_gone(process.pid, STOP_TIMEOUT_S)
         log.info("exim_sink.stopped", port=self.port)
 
     def cpu_s(self) -> float | None:

@@ -2,8 +2,9 @@
 
 Each node is broker and controller of one static KRaft quorum; topics are replicated three
 times and an acks=all write needs two replicas (`min.insync.replicas=2`), so the cluster
-keeps taking writes while any one node is down or stalled. `sendrail bench cluster` and
-the cluster tests kill, stall and restart its nodes.
+keeps taking writes while any one node is down or stalled. Its nodes can be killed,
+stalled and restarted (`KafkaBroker.kill`, `pause`, `resume`, `start`), as the cluster
+test does.
 """
 
 from __future__ import annotations

@@ -296,7 +296,11 @@ class KafkaSendingLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         for event in outbox.events:
             publisher.stage(DELIVERY, event, key=str(event.send_id).encode())
             emails_delivered.labels(str(event.channel), event.status.value).inc()
-        pending = await publisher.take_acknowledgements()
+        try:
+            pending = await publisher.take_acknowledgements()
+        except Exception as error:
+            self._fail(error)  # not handed over: what it covers must be done again
+            raise
         confirming = asyncio.create_task(self._acknowledge(pending, outbox.done))
         self._confirming.add(confirming)
         confirming.add_done_callback(self._confirming.discard)
